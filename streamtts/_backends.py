@@ -19,9 +19,9 @@ __all__ = ["load_espeakng_loader", "load_opuslib", "load_sounddevice"]
 def load_opuslib() -> ModuleType:
     """Return the ``opuslib`` module, or raise `BackendUnavailable` saying what to install."""
     try:
-        import opuslib  # noqa: PLC0415
-        import opuslib.api.decoder  # noqa: PLC0415
-        import opuslib.api.encoder  # noqa: PLC0415
+        import opuslib
+        import opuslib.api.decoder
+        import opuslib.api.encoder
     except ModuleNotFoundError as exc:
         raise BackendUnavailable(
             "Opus support needs the Python package 'opuslib': pip install opuslib"
@@ -39,7 +39,7 @@ def load_opuslib() -> ModuleType:
 def load_sounddevice() -> ModuleType:
     """Return the ``sounddevice`` module, or raise `BackendUnavailable` saying what to install."""
     try:
-        import sounddevice  # noqa: PLC0415
+        import sounddevice
     except ModuleNotFoundError as exc:
         raise BackendUnavailable(
             "Audio output needs the Python package 'sounddevice': pip install sounddevice"
@@ -57,7 +57,7 @@ def load_sounddevice() -> ModuleType:
 def load_espeakng_loader() -> ModuleType:
     """Return the ``espeakng_loader`` module (bundled libespeak-ng and its data)."""
     try:
-        import espeakng_loader  # noqa: PLC0415
+        import espeakng_loader
     except ModuleNotFoundError as exc:
         raise BackendUnavailable(
             "The offline engine needs the extra 'offline': pip install 'streamtts[offline]'"
