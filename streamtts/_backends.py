@@ -32,7 +32,8 @@ def load_opuslib() -> ModuleType:
             "(Debian/Ubuntu: apt-get install libopus0; macOS: brew install opus). "
             f"Loading it failed: {exc}"
         ) from exc
-    return opuslib
+    module: ModuleType = opuslib
+    return module
 
 
 @functools.cache
@@ -50,7 +51,8 @@ def load_sounddevice() -> ModuleType:
             "(Debian/Ubuntu: apt-get install libportaudio2; macOS: brew install portaudio). "
             f"Loading it failed: {exc}"
         ) from exc
-    return sounddevice
+    module: ModuleType = sounddevice
+    return module
 
 
 @functools.cache
@@ -62,4 +64,5 @@ def load_espeakng_loader() -> ModuleType:
         raise BackendUnavailable(
             "The offline engine needs the extra 'offline': pip install 'streamtts[offline]'"
         ) from exc
-    return espeakng_loader
+    module: ModuleType = espeakng_loader
+    return module

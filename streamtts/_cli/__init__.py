@@ -1,0 +1,1 @@
+"""Subcommands of the ``streamtts`` command (see ``streamtts/cli.py``)."""
