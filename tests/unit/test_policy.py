@@ -1,0 +1,353 @@
+"""The start/underrun policy, through its pure API and the block-clock simulator."""
+
+from __future__ import annotations
+
+import doctest
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import streamtts.policy
+from streamtts.errors import UsageError
+from streamtts.policy import SimulationResult, StartPolicy, oracle_start, simulate
+
+BLOCK = 0.010  # 480 frames at 48 kHz
+PACKET = 0.020
+
+
+def steady(
+    rate: float,
+    duration: float,
+    *,
+    ttfb: float = 0.1,
+    packet: float = PACKET,
+    jitter: float = 0.0,
+    seed: int = 0,
+) -> list[tuple[float, float]]:
+    """Packets sent at ``rate`` × real time, each delayed by uniform [0, jitter], in order."""
+    rng = random.Random(seed)
+    out: list[tuple[float, float]] = []
+    last = 0.0
+    for k in range(max(1, round(duration / packet))):
+        arrival = max(last, ttfb + k * packet / rate + rng.uniform(0.0, jitter))
+        out.append((arrival, packet))
+        last = arrival
+    return out
+
+
+def run(
+    policy: StartPolicy, arrivals: list[tuple[float, float]], hint: float | None = None
+) -> SimulationResult:
+    return simulate(policy, arrivals, BLOCK, expected_duration=hint)
+
+
+class _StartAt(StartPolicy):
+    """Starts at a given time, and restarts as soon as audio is there after an underrun."""
+
+    def __init__(self, at: float) -> None:
+        super().__init__()
+        self.at = at
+
+    def should_start(self, now: float, buffered: float) -> bool:
+        return now >= self.at - 1e-9
+
+
+# --- start ---------------------------------------------------------------------------------------
+
+
+def test_fast_link_starts_within_two_blocks_of_the_first_packet() -> None:
+    result = run(StartPolicy.adaptive(), steady(20.0, 4.0))
+    assert result.underruns == 0
+    assert result.start_delay is not None
+    assert result.start_delay <= 2 * BLOCK + 1e-9
+
+
+def test_whole_first_ogg_page_starts_at_once() -> None:
+    # One 1-second page arrives whole after 0.8 s to first byte; the next after 0.25 s.
+    page = [(0.8 + k * 0.25, PACKET) for k in range(4) for _ in range(50)]
+    result = run(StartPolicy.adaptive(), page)
+    assert result.start_time == pytest.approx(0.8)
+    assert result.underruns == 0
+
+
+def test_regular_real_time_link_starts_after_two_packet_intervals() -> None:
+    result = run(StartPolicy.adaptive(), steady(1.0, 3.0))
+    assert result.underruns == 0
+    assert result.start_delay == pytest.approx(2 * PACKET)
+
+
+def test_single_packet_waits_for_the_rate_to_be_measured() -> None:
+    policy = StartPolicy.adaptive()
+    policy.reset(0.0)
+    policy.on_audio(0.1, PACKET)
+    assert policy.arrival_rate is None
+    assert not policy.should_start(0.11, PACKET)
+
+
+def test_slow_link_with_duration_hint_plays_through_without_underrun() -> None:
+    arrivals = steady(0.8, 8.0)
+    result = run(StartPolicy.adaptive(), arrivals, hint=8.0)
+    assert result.underruns == 0
+    assert result.silence == 0.0
+    # No later than the best start knowing the whole trace, plus one block.
+    assert result.start_time is not None
+    assert result.start_time <= oracle_start(arrivals, BLOCK) + BLOCK + 1e-9
+
+
+def test_slow_link_starts_later_with_a_longer_expected_duration() -> None:
+    arrivals = steady(0.8, 8.0)
+    short = run(StartPolicy.adaptive(), arrivals, hint=4.0).start_time
+    long = run(StartPolicy.adaptive(), arrivals, hint=8.0).start_time
+    assert short is not None
+    assert long is not None
+    assert long > short
+
+
+def test_fixed_preroll_waits_exactly_its_preroll() -> None:
+    arrivals = steady(1.0, 2.0)
+    result = run(StartPolicy.fixed(0.15), arrivals)
+    # 0.15 s = 7.5 packets: the 8th packet (0.16 s buffered) arrives at 0.1 + 7 × 0.02.
+    assert result.start_time == pytest.approx(0.1 + 7 * PACKET)
+    policy = StartPolicy.fixed(0.15)
+    policy.reset(0.0)
+    policy.on_audio(0.0, 0.149)
+    assert not policy.should_start(0.01, 0.149)
+    assert policy.should_start(0.01, 0.150)
+
+
+def test_fixed_zero_starts_with_anything_buffered() -> None:
+    policy = StartPolicy.fixed(0.0)
+    policy.reset(0.0)
+    assert not policy.should_start(0.0, 0.0)
+    policy.on_audio(0.1, PACKET)
+    assert policy.should_start(0.1, PACKET)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [StartPolicy.adaptive(), StartPolicy.low_latency(), StartPolicy.fixed(3.0)],
+    ids=["adaptive", "low_latency", "fixed"],
+)
+def test_complete_source_starts_immediately(policy: StartPolicy) -> None:
+    policy.reset(0.0, expected_duration=60.0)
+    policy.on_audio(0.5, PACKET)
+    assert not policy.should_start(0.5, PACKET)
+    policy.on_end(0.5)
+    assert policy.should_start(0.5, PACKET)
+    assert not policy.should_start(0.5, 0.0)
+
+
+def test_max_preroll_buffered_always_starts() -> None:
+    policy = StartPolicy.adaptive(max_preroll=1.0)
+    policy.reset(0.0, expected_duration=100.0)
+    for k in range(50):  # 0.1× real time: the drift target is far above 1 s
+        policy.on_audio(k * 0.2, PACKET)
+    assert policy.target == pytest.approx(1.0)
+    assert policy.should_start(10.0, 1.0)
+
+
+# --- underruns -----------------------------------------------------------------------------------
+
+
+def test_underrun_grows_the_restart_target() -> None:
+    policy = StartPolicy.adaptive()
+    policy.reset(0.0)
+    now = 0.0
+    buffered = 0.0
+    for k in range(10):
+        now = 0.1 + k * PACKET
+        policy.on_audio(now, PACKET)
+        buffered += PACKET
+    assert policy.should_start(now, buffered)
+    before = policy.target
+    policy.on_underrun(now)
+    assert policy.target >= 1.5 * before - 1e-9
+    assert policy.underruns == 1
+
+
+def test_fixed_policy_keeps_its_preroll_after_an_underrun() -> None:
+    policy = StartPolicy.fixed(0.15)
+    policy.reset(0.0)
+    policy.on_audio(0.0, 0.2)
+    policy.on_underrun(0.3)
+    assert policy.target == pytest.approx(0.15)
+
+
+def test_stall_inserts_silence_equal_to_its_length() -> None:
+    # Ten packets at real time from 0.1 s, then nothing until 0.6 s: the buffer runs dry at 0.3.
+    arrivals = [(0.1 + k * PACKET, PACKET) for k in range(10)] + [(0.6, PACKET)]
+    result = run(StartPolicy.fixed(0.0), arrivals)
+    assert result.underruns == 1
+    assert result.silence == pytest.approx(0.3)
+    assert result.restarts == pytest.approx((0.6,))
+
+
+def test_stall_mid_stream_restarts_after_the_backlog_and_plays_to_the_end() -> None:
+    arrivals = [(t if not 1.0 <= t < 1.5 else 1.5, d) for t, d in steady(1.1, 4.0)]
+    result = run(StartPolicy.adaptive(), arrivals)
+    assert result.underruns == 1
+    assert result.finish_time is not None
+    assert result.silence < 0.5 + 3 * BLOCK
+
+
+# --- measurements --------------------------------------------------------------------------------
+
+
+def test_arrival_rate_leaves_out_the_first_burst() -> None:
+    # OpenAI-like: the first 0.25 s at once, then 85 ms reads at 6.5× real time.
+    policy = StartPolicy.adaptive()
+    policy.reset(0.0)
+    policy.on_audio(1.07, 0.25)
+    for k in range(1, 20):
+        policy.on_audio(1.07 + k * 0.085 / 6.5, 0.085)
+    assert policy.arrival_rate == pytest.approx(6.5)
+
+
+def test_jitter_is_zero_on_a_regular_link_and_grows_with_a_late_packet() -> None:
+    policy = StartPolicy.adaptive()
+    policy.reset(0.0)
+    for k in range(20):
+        policy.on_audio(k * PACKET, PACKET)
+    assert policy.jitter == pytest.approx(0.0, abs=1e-9)
+    policy.on_audio(20 * PACKET + 0.1, PACKET)  # 100 ms late
+    assert policy.jitter is not None
+    assert policy.jitter >= 0.1 - 1e-9
+
+
+def test_next_source_starts_with_the_link_jitter_seen_before() -> None:
+    policy = StartPolicy.adaptive()
+    policy.reset(0.0)
+    for t, d in steady(1.05, 3.0, jitter=0.2, seed=3):
+        policy.on_audio(t, d)
+    policy.on_end(5.0)
+    policy.reset(10.0)
+    policy.on_audio(10.1, PACKET)
+    assert policy.jitter is not None
+    assert policy.jitter > 0.05
+
+
+def test_docstring_example_holds() -> None:
+    result = doctest.testmod(streamtts.policy)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+# --- misuse --------------------------------------------------------------------------------------
+
+
+def test_bad_arguments_raise_usage_error() -> None:
+    with pytest.raises(UsageError):
+        StartPolicy.fixed(-0.1)
+    with pytest.raises(UsageError):
+        StartPolicy.adaptive(min_preroll=2.0, max_preroll=1.0)
+    with pytest.raises(UsageError):
+        StartPolicy.adaptive(block=0.0)
+    policy = StartPolicy.adaptive()
+    with pytest.raises(UsageError):
+        policy.reset(0.0, expected_duration=-1.0)
+    policy.reset(0.0)
+    policy.on_end(0.0)
+    with pytest.raises(UsageError):
+        policy.on_audio(0.1, PACKET)
+    with pytest.raises(UsageError):
+        simulate(StartPolicy.adaptive(), [])
+
+
+# --- properties ----------------------------------------------------------------------------------
+
+traces = st.builds(
+    lambda rate, duration, ttfb, packet, jitter, seed: (
+        steady(rate, duration, ttfb=ttfb, packet=packet, jitter=jitter, seed=seed),
+        packet,
+        jitter,
+    ),
+    rate=st.floats(1.1, 30.0),
+    duration=st.floats(0.1, 6.0),
+    ttfb=st.floats(0.0, 1.5),
+    packet=st.sampled_from([0.0025, 0.01, 0.02, 0.04, 0.06]),
+    jitter=st.floats(0.0, 0.2),
+    seed=st.integers(0, 2**32 - 1),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(traces)
+def test_no_underrun_at_1_1x_when_min_preroll_covers_the_jitter(
+    trace: tuple[list[tuple[float, float]], float, float],
+) -> None:
+    arrivals, packet, jitter = trace
+    policy = StartPolicy.adaptive(min_preroll=jitter + packet + BLOCK)
+    assert run(policy, arrivals).underruns == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rate=st.floats(1.1, 30.0),
+    duration=st.floats(0.1, 6.0),
+    ttfb=st.floats(0.0, 1.5),
+    jitter=st.floats(0.0, 0.05),  # 4000-example searches: holds to 60 ms, ~100 ms can fail
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_default_adaptive_never_underruns_at_1_1x_with_small_jitter(
+    rate: float, duration: float, ttfb: float, jitter: float, seed: int
+) -> None:
+    arrivals = steady(rate, duration, ttfb=ttfb, jitter=jitter, seed=seed)
+    assert run(StartPolicy.adaptive(), arrivals).underruns == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    gaps=st.lists(st.floats(0.0, 0.3), min_size=1, max_size=40),
+    sizes=st.lists(st.sampled_from([0.01, 0.02, 0.06, 0.25]), min_size=40, max_size=40),
+)
+def test_oracle_start_is_the_earliest_start_without_underrun(
+    gaps: list[float], sizes: list[float]
+) -> None:
+    arrivals: list[tuple[float, float]] = []
+    now = 0.2
+    for gap, size in zip(gaps, sizes, strict=False):
+        now += gap
+        arrivals.append((now, size))
+    best = oracle_start(arrivals, BLOCK)
+    assert run(_StartAt(best), arrivals).underruns == 0
+    if best - BLOCK >= arrivals[0][0] - 1e-9:
+        assert run(_StartAt(best - BLOCK), arrivals).underruns > 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    gaps=st.lists(st.floats(0.0, 0.5), min_size=1, max_size=60),
+    hint=st.one_of(st.none(), st.floats(0.1, 10.0)),
+)
+def test_every_policy_plays_every_trace_to_the_end(gaps: list[float], hint: float | None) -> None:
+    arrivals: list[tuple[float, float]] = []
+    now = 0.0
+    for gap in gaps:
+        now += gap
+        arrivals.append((now, PACKET))
+    total = PACKET * len(arrivals)
+    for policy in (StartPolicy.adaptive(), StartPolicy.low_latency(), StartPolicy.fixed(0.5)):
+        result = run(policy, arrivals, hint)
+        assert result.start_time is not None
+        assert result.finish_time is not None
+        # Everything is played: the playing time is the audio plus the silence inserted.
+        played = result.finish_time - result.start_time - result.silence
+        assert played == pytest.approx(total, abs=1e-6)
+
+
+def test_slow_pcm_link_in_tcp_segments_plays_through_with_hint() -> None:
+    # 24 kHz s16 WAV over a 360 kbit/s link: 1448-byte segments (30.2 ms) every 1538 wire bytes.
+    sizes = [1448] * 265 + [280]  # 8 s = 384 000 bytes
+    arrivals = [(0.3 + k * 1538 * 8 / 360_000, n / 48000) for k, n in enumerate(sizes, 1)]
+    result = run(StartPolicy.adaptive(), arrivals, hint=8.0)
+    assert result.underruns == 0
+
+
+def test_late_first_packet_with_packets_queued_behind_it_does_not_start_early() -> None:
+    # The first packet came 100 ms late with four queued behind it, one more 10 ms later:
+    # this looks like a fast link, but the next packet takes another 190 ms.
+    arrivals = [(0.2, PACKET)] * 5 + [(0.21, PACKET)] + steady(1.05, 2.0, ttfb=0.4)
+    result = run(StartPolicy.adaptive(), arrivals)
+    assert result.underruns == 0
