@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the subcommand; returns the exit code."""
     from ..engines import EspeakEngine
     from ..server import Impairment, serve
+    from ..server.relay_ws import relay_routes
 
     try:
         impairment = Impairment(
@@ -66,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         engine = EspeakEngine(sample_rate=args.sample_rate)
+        routes = relay_routes(engine=engine, impairment=impairment, api_key=args.api_key)
         print(
-            f"streamtts: serving {engine.describe()} on http://{args.host}:{args.port}/v1",
+            f"streamtts: serving {engine.describe()} on http://{args.host}:{args.port}/v1"
+            f" (speech API) and http://{args.host}:{args.port}/ (browser page)",
             file=sys.stderr,
         )
         serve(
@@ -77,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
             api_key=args.api_key,
             impairment=impairment,
             log_level=args.log_level,
+            extra_routes=routes,
         )
     except StreamTTSError as exc:
         print(f"streamtts serve: error: {exc}", file=sys.stderr)

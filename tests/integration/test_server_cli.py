@@ -106,3 +106,13 @@ def test_serve_refuses_bad_impairment_flags() -> None:
     )
     assert proc.returncode == 2
     assert "page_duration" in proc.stderr
+
+
+def test_serve_also_serves_the_browser_page_and_its_relay(served: str) -> None:
+    page = httpx.get(f"{served}/?key=k", timeout=10)
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    assert "relay.js" in page.text
+    script = httpx.get(f"{served}/static/relay.js", timeout=10)
+    assert script.status_code == 200
+    assert "AudioDecoder" in script.text
