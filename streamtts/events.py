@@ -22,11 +22,27 @@ __all__ = [
     "ChecksumMismatch",
     "DataLost",
     "Event",
+    "FirstByteReceived",
     "HeaderReceived",
+    "PlaybackError",
+    "PlaybackFinished",
+    "PlaybackRecovered",
+    "PlaybackStarted",
+    "PlaybackStopped",
+    "RequestSent",
+    "SentenceEvent",
+    "SentenceFinished",
+    "SentenceQueued",
+    "SentenceStarted",
+    "SourceEvent",
+    "SourceFinished",
+    "SpeechError",
+    "SpeechInterrupted",
     "StreamEnded",
     "StreamEvent",
     "StreamTruncated",
     "SyncLost",
+    "Underrun",
 ]
 
 
@@ -165,3 +181,228 @@ class Event(_Base):
 
     time: float
     position: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackStarted(Event):
+    """The first sample of a source reached the device.
+
+    ``position`` is the source's first frame in the player's timeline (frames of audio).
+
+    Attributes:
+        source: Number of the ``play()`` call (0, 1, 2… per player).
+        latency_ms: From the ``play()`` call to the first sample at the device.
+        buffered_ms: Audio buffered ahead when playback started.
+        played_at: ``time.monotonic()`` at which the first sample reaches the device
+            (estimated from the callback clock and the output latency; ``time`` is when the
+            player saw the device take it).
+    """
+
+    source: int
+    latency_ms: float
+    buffered_ms: float
+    played_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Underrun(Event):
+    """The output ran dry inside a source: silence was inserted (reported once it is over).
+
+    ``position`` is where the audio stopped (frames of audio played so far).
+
+    Attributes:
+        source: Number of the ``play()`` call.
+        silence_ms: Silence inserted before the audio resumed.
+        cause: ``"network"`` (no bytes had arrived) or ``"decode"`` (bytes were waiting
+            undecoded).
+    """
+
+    source: int
+    silence_ms: float
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackRecovered(Event):
+    """Playback resumed after an underrun.
+
+    Attributes:
+        source: Number of the ``play()`` call.
+        buffered_ms: Audio buffered ahead at the restart.
+    """
+
+    source: int
+    buffered_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFinished(Event):
+    """A source was read to its end: all its audio is buffered (it may still be playing).
+
+    Attributes:
+        source: Number of the ``play()`` call.
+        frames: Frames of audio the source produced (at the device rate).
+    """
+
+    source: int
+    frames: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackFinished(Event):
+    """The last sample of a source has been played by the device.
+
+    Attributes:
+        source: Number of the ``play()`` call.
+        frames: Frames of the source played.
+        underruns: Underruns inside this source.
+        underrun_ms: Total silence they inserted.
+    """
+
+    source: int
+    frames: int
+    underruns: int
+    underrun_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackStopped(Event):
+    """A source was stopped before its end (its ``play()`` was cancelled).
+
+    Attributes:
+        source: Number of the ``play()`` call.
+        frames_heard: Frames of the source that had been played when it stopped.
+        reason: ``"cancelled"``.
+    """
+
+    source: int
+    frames_heard: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackError(Event):
+    """Playing a source failed; ``play()`` raises the same error.
+
+    Attributes:
+        source: Number of the ``play()`` call.
+        error: The exception's type name.
+        message: Its message.
+    """
+
+    source: int
+    error: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceEvent(Event):
+    """A stream event of a source's format reader (a resync, a hole…), as it was decoded.
+
+    Attributes:
+        source: Number of the ``play()`` call.
+        event: The reader's event.
+    """
+
+    source: int
+    event: StreamEvent
+
+
+# --------------------------------------------------------------------------------------------
+# Speaker events (`streamtts.speaker.Speaker`): one utterance is one ``say``/``say_stream`` call.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SentenceEvent(Event):
+    """Base of the speaker's events about one sentence of an utterance.
+
+    Attributes:
+        utterance: Number of the ``say``/``say_stream`` call on this speaker (0, 1, …).
+        sentence: Number of the sentence in its utterance (0, 1, …).
+        text: The sentence's text as sent to the engine.
+    """
+
+    utterance: int
+    sentence: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SentenceQueued(SentenceEvent):
+    """A sentence was cut from the utterance's text and queued for speaking.
+
+    Attributes:
+        char_start: Offset of the sentence in the utterance's text (characters).
+        char_end: Offset just after it.
+    """
+
+    char_start: int
+    char_end: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSent(SentenceEvent):
+    """The engine request for a sentence was issued (``time``: when it was)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FirstByteReceived(SentenceEvent):
+    """The first audio byte of a sentence's response arrived.
+
+    Attributes:
+        latency_ms: From the request to this byte.
+    """
+
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class SentenceStarted(SentenceEvent):
+    """The first sample of a sentence reached the device (``time``: estimated device time).
+
+    ``position`` is the sentence's first frame in frames played.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class SentenceFinished(SentenceEvent):
+    """The last sample of a sentence was played (``time``: estimated device time).
+
+    Attributes:
+        frames: Frames of the sentence's (trimmed) audio.
+    """
+
+    frames: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechInterrupted(SentenceEvent):
+    """An utterance was stopped before its end (barge-in or cancellation).
+
+    ``sentence``/``text`` name the sentence that was playing (-1/"" if none had started).
+
+    Attributes:
+        frames_heard: Frames of the utterance that had been played (pauses included).
+        char_offset: Approximate offset in the utterance's text reached by the speech.
+        reason: ``"stop"`` (`Speaker.stop`) or ``"cancelled"`` (the awaiting task was cancelled).
+    """
+
+    frames_heard: int
+    char_offset: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechError(SentenceEvent):
+    """A sentence failed (HTTP error, dropped connection…); its ``say`` call raises it.
+
+    The sentences before it have been played in full; the ones after it are not spoken.
+
+    Attributes:
+        error: The exception's type name.
+        message: Its message.
+    """
+
+    error: str
+    message: str
