@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
 import anyio.abc
@@ -70,6 +70,9 @@ from .formats import make_reader
 from .player import LatencySpec, PlaybackResult, Player
 from .segment import Segment, SentenceSegmenter
 from .trim import SilenceTrimmer
+
+if TYPE_CHECKING:
+    from .relay import RelaySink
 
 __all__ = ["SayResult", "Speaker", "SpeakerEventStream"]
 
@@ -330,6 +333,9 @@ class Speaker:
         blocksize: Frames per device callback (None: 10 ms).
         early_first: Speak the first clause of a token stream early (see `SentenceSegmenter`).
         max_chars: Sentences longer than this are split (see `SentenceSegmenter`).
+        relay: Also relay everything spoken to a browser relay's listeners (a `RelaySink` on
+            the hub served by ``streamtts serve`` or the app's own relay routes), as well as
+            playing it on the device.
 
     Raises:
         UsageError: An argument is out of range or names an unsupported format.
@@ -355,6 +361,7 @@ class Speaker:
         blocksize: int | None = None,
         early_first: bool = True,
         max_chars: int = 250,
+        relay: RelaySink | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise UsageError(f"max_in_flight must be at least 1, not {max_in_flight}")
@@ -388,6 +395,7 @@ class Speaker:
         )
         self._rate = sample_rate
         self._channels = channels
+        self._relay = relay
         self._edge = min(EDGE_KEEP, pause / 2) if trim else 0.0
         self._stack: contextlib.AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -660,8 +668,21 @@ class Speaker:
         self._next_source += 1
         self._by_source[utt.source] = utt
         self._track_wake.fire()
+        source = self._pcm_source(utt)
+        if self._relay is None:
+            return await self._play_source(source, expected)
+        async with self._relay.tap(
+            source,
+            pcm_rate=self._rate,
+            pcm_channels=self._channels,
+            text=utt.text,
+            voice=self.voice,
+        ) as tapped:
+            return await self._play_source(tapped, expected)
+
+    async def _play_source(self, source: AsyncIterator[bytes], expected: float) -> PlaybackResult:
         return await self._player.play(
-            self._pcm_source(utt),
+            source,
             format="pcm",
             pcm_format="f32le",
             pcm_rate=self._rate,

@@ -593,3 +593,45 @@ async def test_an_error_of_the_token_stream_is_raised_after_the_text_before_it_w
     assert spoken == ["Hello there.", "How are you today?"]  # not the unfinished "I am"
     first, second = (locate(session.recording, ref) for ref in refs)
     assert first + len(refs[0]) < second
+
+
+async def test_a_speaker_with_a_relay_plays_locally_and_relays_the_same_utterance(
+    null_sink: NullSink, server: Server
+) -> None:
+    from streamtts.relay import RelayEnd, RelayHead, RelayHub, RelayPacket, RelaySink
+
+    texts = ["One for the room.", "And one for the browsers."]
+    hub = RelayHub()
+    received: list[Any] = []
+
+    async def listen(task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with hub.listen() as listener:
+            task_status.started()
+            async for message in listener:
+                received.append(message)
+                if isinstance(message, RelayEnd):
+                    return
+
+    with null_sink.record() as rec:
+        async with engine(server) as eng, Speaker(
+            eng, device_latency=DEVICE_LATENCY, relay=RelaySink(hub)
+        ) as speaker, anyio.create_task_group() as tg:
+            await tg.start(listen)
+            with anyio.fail_after(30):
+                result = await speaker.say(" ".join(texts))
+            await anyio.sleep(DRAIN)
+        recording = rec.stop()
+
+    # The device got every sentence sample for sample, in order …
+    offsets = [locate(recording, reference(t)) for t in texts]
+    assert offsets == sorted(offsets)
+    # … and the listeners got the same utterance whole: head, packets in order, a clean end,
+    # as many frames as were played locally.
+    head, end = received[0], received[-1]
+    assert isinstance(head, RelayHead)
+    assert head.text == " ".join(texts)
+    assert isinstance(end, RelayEnd)
+    assert end.reason == "done"
+    packets = [m for m in received if isinstance(m, RelayPacket)]
+    assert [p.sequence for p in packets] == list(range(len(packets)))
+    assert packets[-1].end - head.head.pre_skip == result.frames
