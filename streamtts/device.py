@@ -75,9 +75,9 @@ CLOCK_WINDOW = 2.0
 CLOCK_RETRIES = 4
 
 NO_DEVICE_HINT = (
-    "No audio device or sound server is available. Write the audio to a file instead "
-    "(--save FILE), or start a sound server (e.g. PulseAudio; in this repository: scripts/pulse "
-    "start)."
+    "No audio device or sound server is available: start a sound server (e.g. PulseAudio; in a "
+    "streamtts checkout: scripts/pulse start), pick another device (streamtts play "
+    "--list-devices), or write the audio to a file instead (streamtts say --save FILE)."
 )
 
 Frames = npt.NDArray[np.float32]
