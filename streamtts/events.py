@@ -301,11 +301,11 @@ class SourceEvent(Event):
 
     Attributes:
         source: Number of the ``play()`` call.
-        event: The reader's event.
+        detail: The reader's event (in ``to_dict()``: a nested dict under ``"detail"``).
     """
 
     source: int
-    event: StreamEvent
+    detail: StreamEvent
 
 
 # --------------------------------------------------------------------------------------------

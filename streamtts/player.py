@@ -38,8 +38,10 @@ import numpy as np
 import numpy.typing as npt
 
 from ._backends import load_sounddevice
+from ._eventstream import EventStream
 from .device import BLOCK_SECONDS, DEVICE_LATENCY, OPEN_TIMEOUT, DeviceOutput
 from .errors import (
+    AudioDeviceError,
     BackendUnavailable,
     ProtocolError,
     StreamInterrupted,
@@ -172,63 +174,6 @@ class PlayerStats:
     sample_rate: int
 
 
-class EventStream:
-    """Async iterator over a player's events from the moment it was created (`Player.events`).
-
-    Bounded: when the consumer falls more than `EVENT_QUEUE` events behind, the oldest are
-    dropped and counted in ``dropped``. It ends when the player closes.
-    """
-
-    def __init__(self, player: Player, maxlen: int) -> None:
-        self._player = player
-        self._items: deque[Event] = deque(maxlen=maxlen)
-        self._wake = anyio.Event()
-        self._closed = False
-        self.dropped = 0
-
-    def _put(self, event: Event) -> None:
-        if self._closed:
-            return
-        if len(self._items) == self._items.maxlen:
-            self.dropped += 1
-            self._player._events_dropped += 1
-        self._items.append(event)
-        self._wake.set()
-
-    def _end(self) -> None:
-        self._closed = True
-        self._wake.set()
-
-    def drain(self) -> list[Event]:
-        """The events queued now, without waiting (the queue is emptied)."""
-        items = list(self._items)
-        self._items.clear()
-        return items
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        while not self._items:
-            if self._closed:
-                raise StopAsyncIteration
-            self._wake = anyio.Event()
-            await self._wake.wait()
-        return self._items.popleft()
-
-    async def aclose(self) -> None:
-        """Stop receiving events."""
-        self._closed = True
-        self._items.clear()
-        self._player._unsubscribe(self)
-
-    async def __aenter__(self) -> EventStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
 @dataclass(eq=False)
 class _Run:
     """A stretch the callback played without stopping: ring frames [start, end) → output."""
@@ -338,7 +283,7 @@ class Player:
         self._ring_seconds = ring_seconds
         self._device: DeviceOutput | None = None
         self._tg: anyio.abc.TaskGroup | None = None
-        self._poll_scope = anyio.CancelScope()
+        self._poll_scope: anyio.CancelScope | None = None  # made in the poller (needs a loop)
         self._entered = False
         self._closed = False
         self._lock = anyio.Lock()
@@ -355,10 +300,11 @@ class Player:
         self._burst = 0  # most frames the device took between two polls within BURST_MEMORY
         self._stalls: dict[int, _Stall] = {}
         self._progress = anyio.Event()
-        self._subscribers: list[EventStream] = []
+        self._subscribers: list[EventStream[Event]] = []
         self._events_dropped = 0
         self._underruns = 0
         self._underrun_ms = 0.0
+        self._device_error: str | None = None  # why the device was lost (DeviceOutput.fault)
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Player:
@@ -389,7 +335,11 @@ class Player:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        await self.aclose(abort=exc_type is not None)
+        # Cut the output at once only if a source is still playing or queued. When the body
+        # raised after its sources were played (e.g. play() raising StreamInterrupted once the
+        # audio that arrived has been heard), a hard abort would drop the last block still in
+        # the sound server's buffer (seen on PulseAudio: the last 168 frames of the stream).
+        await self.aclose(abort=exc_type is not None and bool(self._active))
         tg, self._tg = self._tg, None
         if tg is not None:
             # The body's own exception propagates unchanged (not wrapped in an ExceptionGroup):
@@ -426,7 +376,8 @@ class Player:
             self._progress.set()
             for sub in list(self._subscribers):
                 sub._end()
-            self._poll_scope.cancel()
+            if self._poll_scope is not None:
+                self._poll_scope.cancel()
 
     @property
     def sample_rate(self) -> int | None:
@@ -455,18 +406,23 @@ class Player:
         out = self._out_index(position)
         return None if out is None else dev.device_time(out)
 
-    def events(self, maxlen: int = EVENT_QUEUE) -> EventStream:
+    def events(self, maxlen: int = EVENT_QUEUE) -> EventStream[Event]:
         """Subscribe to the player's events from now on (``async for e in player.events()``)."""
-        stream = EventStream(self, maxlen)
+        stream: EventStream[Event] = EventStream(
+            maxlen, unsubscribe=self._unsubscribe, on_drop=self._count_dropped_event
+        )
         if self._closed:
             stream._end()
         else:
             self._subscribers.append(stream)
         return stream
 
-    def _unsubscribe(self, stream: EventStream) -> None:
+    def _unsubscribe(self, stream: EventStream[Event]) -> None:
         if stream in self._subscribers:
             self._subscribers.remove(stream)
+
+    def _count_dropped_event(self) -> None:
+        self._events_dropped += 1
 
     def stats(self) -> PlayerStats:
         """A snapshot of counters: frames played, buffered audio, underruns, arrival rate."""
@@ -527,6 +483,7 @@ class Player:
         now = time.monotonic()
         if not self._entered or self._closed:
             raise UsageError("play() needs an open Player: use 'async with Player() as p'")
+        self._check_device()
         if format is not None:
             format = format.lower()
             if format == "opus":
@@ -562,6 +519,8 @@ class Player:
             await self._close_source(closer)
             while not src.done.is_set():
                 await src.done.wait()
+            if src.finished_at is None:
+                self._check_device()
             if self._closed and src.finished_at is None and src.begin is not None:
                 raise UsageError("the player was closed while this source played")
             if src.error is not None:
@@ -583,6 +542,14 @@ class Player:
             if src in self._active and src.done.is_set():
                 self._active.remove(src)
         return self._result(src)
+
+    def _check_device(self) -> None:
+        """Raise `AudioDeviceError` if the device was lost (the poller closed it)."""
+        if self._device_error is not None:
+            raise AudioDeviceError(
+                f"{self._device_error}. This player cannot play any more: open a new one "
+                "once the device is back"
+            )
 
     def _result(self, src: _Src) -> PlaybackResult:
         dev = self._device
@@ -801,6 +768,7 @@ class Player:
         dev = self._device
         assert dev is not None
         ring = dev.ring
+        self._check_device()
         if src.begin is None:
             src.begin = ring.write_index
         while True:
@@ -811,6 +779,7 @@ class Player:
             if not block.shape[0]:
                 return
             if not dev.is_open:
+                self._check_device()
                 raise UsageError("the player was closed")
             progress = self._progress
             await progress.wait()
@@ -831,10 +800,28 @@ class Player:
 
     # ------------------------------------------------------------------ the poller
     async def _poll_forever(self) -> None:
-        with self._poll_scope:
+        with anyio.CancelScope() as self._poll_scope:
+            if self._closed:
+                return
             while True:
                 self._poll_once()
+                if self._device_error is not None:
+                    await self._lose_device()
+                    return
                 await anyio.sleep(POLL_INTERVAL)
+
+    async def _lose_device(self) -> None:
+        """The device is gone: close it, wake every waiter; their ``play()`` raise."""
+        dev = self._device
+        assert dev is not None
+        # close() marks the device closed before it waits: every loop waiting on the device
+        # (``while dev.is_open``) ends at the wake-up below. Closing a lost stream is quick.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
+            await dev.close()
+        for src in self._active:
+            src.done.set()
+        self._progress.set()
+        self._progress = anyio.Event()
 
     def _position(self) -> int:
         return self._device.ring.read_index if self._device is not None else 0
@@ -894,6 +881,11 @@ class Player:
             return
         now = time.monotonic()
         rate = dev.sample_rate
+        # 0. A lost device ends everything (see DeviceOutput.fault).
+        if self._device_error is None:
+            self._device_error = dev.fault(now)
+        if self._device_error is not None:
+            return
         # 1. New runs and stalls from the callback's history, in the order they happened.
         dev.observe_clock()
         self._sync_runs(now)

@@ -48,6 +48,7 @@ import anyio.lowlevel
 import numpy as np
 import numpy.typing as npt
 
+from ._eventstream import EventStream
 from .device import DEVICE_LATENCY
 from .engines.base import Engine, check_request_format
 from .errors import StreamTTSError, UsageError
@@ -170,60 +171,8 @@ class SayResult:
         return None if self.first_sound is None else self.first_sound - self.requested_at
 
 
-class SpeakerEventStream:
-    """Async iterator over a speaker's events from the moment it was created (`Speaker.events`).
-
-    Bounded: when the consumer falls more than ``maxlen`` events behind, the oldest are dropped
-    and counted in ``dropped``. It ends when the speaker closes.
-    """
-
-    def __init__(self, speaker: Speaker, maxlen: int) -> None:
-        self._speaker = speaker
-        self._items: deque[Event] = deque(maxlen=maxlen)
-        self._wake = anyio.Event()
-        self._closed = False
-        self.dropped = 0
-
-    def _put(self, event: Event) -> None:
-        if self._closed:
-            return
-        if len(self._items) == self._items.maxlen:
-            self.dropped += 1
-        self._items.append(event)
-        self._wake.set()
-
-    def _end(self) -> None:
-        self._closed = True
-        self._wake.set()
-
-    def __aiter__(self) -> SpeakerEventStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        while not self._items:
-            if self._closed:
-                raise StopAsyncIteration
-            self._wake = anyio.Event()
-            await self._wake.wait()
-        return self._items.popleft()
-
-    def drain(self) -> list[Event]:
-        """The events received and not yet iterated, at once (without waiting)."""
-        items = list(self._items)
-        self._items.clear()
-        return items
-
-    async def aclose(self) -> None:
-        """Stop receiving events."""
-        self._closed = True
-        self._items.clear()
-        self._speaker._unsubscribe(self)
-
-    async def __aenter__(self) -> SpeakerEventStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+#: The speaker's event subscription (the same bounded stream as the player's).
+SpeakerEventStream = EventStream
 
 
 class _Signal:
@@ -401,7 +350,7 @@ class Speaker:
         self._tg: anyio.abc.TaskGroup | None = None
         self._entered = False
         self._closed = False
-        self._subscribers: list[SpeakerEventStream] = []
+        self._subscribers: list[EventStream[Event]] = []
         self._next_utterance = 0
         self._next_source = 0
         self._line: deque[_Utterance] = deque()  # utterances waiting for / holding the turn
@@ -477,21 +426,21 @@ class Speaker:
         """The `Player` inside (its stats and events; do not call its ``play`` directly)."""
         return self._player
 
-    def events(self, maxlen: int = EVENT_QUEUE) -> SpeakerEventStream:
+    def events(self, maxlen: int = EVENT_QUEUE) -> EventStream[Event]:
         """Subscribe to the speaker's events from now on (``async for e in speaker.events()``).
 
         Sentence events (`SentenceQueued`, `RequestSent`, `FirstByteReceived`,
         `SentenceStarted`, `SentenceFinished`, `SpeechInterrupted`, `SpeechError`) and the
         player's `Underrun` events.
         """
-        stream = SpeakerEventStream(self, maxlen)
+        stream: EventStream[Event] = EventStream(maxlen, unsubscribe=self._unsubscribe)
         if self._closed:
             stream._end()
         else:
             self._subscribers.append(stream)
         return stream
 
-    def _unsubscribe(self, stream: SpeakerEventStream) -> None:
+    def _unsubscribe(self, stream: EventStream[Event]) -> None:
         if stream in self._subscribers:
             self._subscribers.remove(stream)
 
