@@ -243,6 +243,8 @@ class _Candidates:
     def scan(self, buf: bytearray, base: int, pos: int) -> None:
         """Find the new capture patterns in ``buf`` (absolute offset ``base``) from ``pos``, and
         size the candidates whose header has arrived."""
+        # Candidates the reader has moved past are settled (their bytes may be gone already).
+        self._headless = [c for c in self._headless if c >= pos]
         start = max(self.scanned, pos)
         i = buf.find(_CAPTURE, start - base)
         while i >= 0:

@@ -761,6 +761,10 @@ class OggOpusDecoder:
         return start + self._decoded48 + _duration_48(packet.data) > packet.granule
 
     def _complete_page(self, packets: list[OggPacket], last: OggPacket) -> None:
+        if last.eos:
+            # End trimming may cut only the EOS page's own samples: hand out what came before,
+            # so the result does not depend on how the input was chunked.
+            self._flush_staging()
         granule = last.granule
         if granule < 0:  # no time on a page where packets end (invalid): check the next one
             for p in packets:

@@ -145,7 +145,8 @@ def _convert(data: bytes, fmt: _SampleFormat, channels: int) -> Float32Array:
     else:
         assert fmt.dtype is not None
         values = np.frombuffer(data, dtype=fmt.dtype)
-        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes +-inf
+        # float64 beyond float32's range becomes +-inf; a signalling NaN stays a NaN.
+        with np.errstate(over="ignore", invalid="ignore"):
             out = values.astype(np.float32)
         if fmt.offset:
             out -= np.float32(fmt.offset)
