@@ -273,6 +273,54 @@ def render_policy_goals() -> str:
     return "\n".join(out) + "\n"
 
 
+def render_compare() -> str:
+    """The side-by-side benchmark (``benchmarks/results/compare.json``): first sound per system
+    and trace, with the underruns and silence found in the recording."""
+    data = json.loads((RESULTS / "compare.json").read_text())
+    runs = {(r["system"], r["trace"]): r for r in data["runs"]}
+    traces = list(data["traces"])
+    out = [
+        "| System | " + " | ".join(f"`{t}`" for t in traces) + " |",
+        "|---|" + "---:|" * len(traces),
+    ]
+    for system, description in data["systems"].items():
+        cells = []
+        for trace in traces:
+            run = runs.get((system, trace))
+            if run is None or run.get("error") or run.get("first_sound_s") is None:
+                cells.append("n/a" if run is None else "failed")
+                continue
+            cell = f"{run['first_sound_s']:.2f}"
+            if run["underruns"]:
+                cell += f" **({run['underruns']} / {run['inserted_silence_ms']:.0f} ms)**"
+            cells.append(cell)
+        out.append(f"| {_cell(description)} | " + " | ".join(cells) + " |")
+    load = data["load_average_before"][0]
+    out.append("")
+    out.append(
+        f"Mode `{data['mode']}`, {data['wall_s']:.0f} s, load average {load:.2f} before the "
+        f"run, {data['cpu_count']} cores. Traces: "
+        + "; ".join(f"`{k}`: {_cell(v)}" for k, v in data["traces"].items())
+        + "."
+    )
+    return "\n".join(out) + "\n"
+
+
+def render_longrun() -> str:
+    """The long run (``benchmarks/results/longrun.json``)."""
+    d = json.loads((RESULTS / "longrun.json").read_text())
+    return (
+        "| Figure | Value |\n|---|---|\n"
+        f"| Audio played ({d['mode']} mode) | {d['audio_s']:.0f} s in {d['links']} chained "
+        "links |\n"
+        f"| Memory growth after {d['warmup_s']:.0f} s of warm-up | "
+        f"{d['rss_growth_after_warmup_mb']:.3f} MB (limit {d['max_growth_mb']:.0f} MB) |\n"
+        f"| Peak resident memory | {d['peak_rss_mb']:.1f} MB |\n"
+        f"| CPU per second of audio | {d['cpu_per_audio_s']:.4f} s |\n"
+        f"| Underruns / device underflows | {d['underruns']} / {d['device_underflows']} |\n"
+    )
+
+
 # ------------------------------------------------------------------------------ blocks
 
 #: Block name → (page under docs/, renderer).
@@ -282,6 +330,8 @@ GENERATORS: dict[str, tuple[str, Callable[[], str]]] = {
     "policy-traces": ("benchmarks.md", render_policy_traces),
     "policy-jitter": ("benchmarks.md", render_policy_jitter),
     "policy-goals": ("benchmarks.md", render_policy_goals),
+    "compare": ("benchmarks.md", render_compare),
+    "longrun": ("benchmarks.md", render_longrun),
 }
 
 
