@@ -79,16 +79,7 @@ _RANDOM_CHUNK_MAX = 600
 # Known bugs the oracles tolerate, so that a fuzzing run goes on to find new ones. Each has a
 # strict xfail regression test in tests/unit/test_fuzz_regressions.py: remove its entry here
 # when that test passes (the owner fixed it), and the oracles are strict again.
-KNOWN_ISSUES: frozenset[str] = frozenset(
-    {
-        # OggReader.close(): complete valid pages still in the buffer behind an unfinished page
-        # (a header cut inside its lacing table where a page was due, or an early-release page
-        # cut inside its body) are dropped with it in the StreamTruncated.
-        # test_complete_page_after_a_page_cut_inside_its_header_is_read_at_close,
-        # test_complete_page_inside_an_unfinished_trusted_page_is_read_at_close
-        "ogg-close-drops-pages",
-    }
-)
+KNOWN_ISSUES: frozenset[str] = frozenset()
 
 
 def known_crash(exc: BaseException) -> bool:

@@ -26,6 +26,13 @@ how the input happened to be chunked, so the output is identical for every split
   the same for every chunking: the one a byte-by-byte reader makes. Candidates resolve within
   one maximum page size, which bounds the buffer.
 
+At the end of input (`close`) nothing more will arrive, so whatever waits for bytes beyond the end
+can never complete: a trusted page cut short, or the header of the page due after a verified page,
+is given up and its bytes are searched like garbage (a trusted page is taken back as if it had never
+been trusted; packets it already released stay released). The state machine then runs on as
+usual, so complete pages after it are still read, with their events, in stream order. If none
+is found, the given-up page is the truncated tail (`StreamTruncated`), as before.
+
 Packet assembly follows the lacing rules (255 continues a packet, less ends it) per logical
 stream. Each stream is in one of three states: no open packet, an open packet (fragments so far),
 or *dropping* (a hole was reported; the continuation of the lost packet is skipped silently so
@@ -174,6 +181,7 @@ class _Page:
         "eos",
         "granule",
         "offset",
+        "prior_state",
         "released",
         "sequence",
         "serial",
@@ -207,6 +215,7 @@ class _Page:
         self.released = 0  # packets of `ends` done (handed out, or skipped as a lost fragment)
         self.emitted = 0  # packets actually handed out
         self.skip_first = False  # the first piece continues a lost packet: drop it
+        self.prior_state = _NONE  # its stream's packet state before a trusted page was taken
 
 
 def _header_status(buf: bytearray, i: int) -> int:
@@ -322,6 +331,9 @@ class OggReader:
         self._bad_page = (-1, -1)  # span of a CRC-failed page that opened the current run
         self._candidates = _Candidates(0)  # where a page may start, while searching
         self._page: _Page | None = None  # trusted page in progress
+        # Start of a trusted page given up at the end of input, while no page was taken after
+        # it (it is then the truncated tail), or -1.
+        self._abandoned = -1
         self._streams: dict[int, _Stream] = {}
         self._closed = False
 
@@ -353,23 +365,31 @@ class OggReader:
         return out
 
     def close(self) -> list[ReaderItem]:
-        """End of input: report what is left as events and release the buffer.
+        """End of input: read what can still be read, report what is left as events and release
+        the buffer.
+
+        A page cut short (or a page header cut where a page was due) can never complete now: it
+        is given up, and the complete pages after it are still returned, as if it had been
+        garbage.
 
         Returns:
-            A `SyncLost` for a final unterminated garbage run, and a `StreamTruncated` whose
+            The packets and events found in what was held back, in stream order; then a
+            `SyncLost` for a final unterminated garbage run, and a `StreamTruncated` whose
             ``pending`` counts the bytes of an unfinished page plus the bytes of packets left open
             (they continue on a page that never came). Empty if the input ended cleanly. Calling
             it again returns an empty list.
         """
         if self._closed:
             return []
-        self._closed = True
+        self._closed = True  # from now on nothing waits for more input (see _step)
         out: list[ReaderItem] = []
+        while self._step(out):
+            pass
         end = self.offset
         truncated_at = -1
         rest = bytes(self._buf[self._pos - self._base :])
-        if self._page is not None:
-            truncated_at = self._page.offset
+        if self._abandoned >= 0:
+            truncated_at = self._abandoned  # a page cut short, and no page after it
         elif rest and _CAPTURE.startswith(rest[:4]):
             truncated_at = self._pos  # a page that started here never completed (pos is always
             # at the first unresolved candidate while searching)
@@ -398,7 +418,8 @@ class OggReader:
     # ---- the state machine ------------------------------------------------------------------
 
     def _step(self, out: list[ReaderItem]) -> bool:
-        """Make one unit of progress; False when more input is needed."""
+        """Make one unit of progress; False when more input is needed (or, once closed, when
+        nothing more can be read)."""
         if self._page is not None:
             return self._step_trusted(self._page, out)
         if self._pos == self._sync_end and self._pos != self._untrusted_at:
@@ -409,17 +430,19 @@ class OggReader:
 
     def _try_trusted_start(self) -> bool | None:
         """At the end of a verified page: start the next page in early-release mode if it is
-        trusted. True: started; False: wait for more of its header; None: not trusted."""
+        trusted. True: started; False: wait for more of its header; None: not trusted (also a
+        header cut by the end of input: the search decides what those bytes are)."""
         buf = self._buf
         i = self._pos - self._base
         avail = len(buf) - i
+        wait = None if self._closed else False
         if avail < 4:
-            return False if buf[i:] == _CAPTURE[:avail] else None
+            return wait if buf[i:] == _CAPTURE[:avail] else None
         if buf[i : i + 4] != _CAPTURE:
             return None
         size = _header_status(buf, i)
         if size < 0:
-            return False
+            return wait
         if size == 0:
             return None
         page = _Page(buf[i : i + _HEADER_SIZE + buf[i + 26]], self._pos)
@@ -435,6 +458,7 @@ class OggReader:
             self._untrusted_at = self._pos
             return None
         # Trusted: nothing to report at its start; it advances the stream now.
+        page.prior_state = stream.state
         stream.next_sequence = (page.sequence + 1) & 0xFFFFFFFF
         if stream.state == _DROPPING:
             if page.continued:
@@ -450,7 +474,10 @@ class OggReader:
         if page.released < len(page.ends) and page.ends[page.released] <= available:
             self._release(page, available, verified=False, out=out)
         if available < page.end:
-            return False
+            if not self._closed:
+                return False
+            self._abandon(page)
+            return True
         # The page is complete: check it.
         i = page.offset - self._base
         self._page = None
@@ -475,6 +502,21 @@ class OggReader:
             out.append(DataLost(offset=page.offset, position=-1, samples=0, reason="crc"))
         self._resync_after_bad_page(page.offset, page.end)
         return True
+
+    def _abandon(self, page: _Page) -> None:
+        """The input ended inside a trusted page: it never completes. Take it back as if it had
+        not been trusted (packets it released stay released: its stream then has no open packet,
+        and a later page of it reports the rest as a sequence gap) and search from the byte
+        after its start, its bytes opening a garbage run."""
+        stream = self._streams[page.serial]
+        stream.next_sequence = page.sequence
+        if page.released == 0:
+            stream.state = page.prior_state
+        self._page = None
+        self._abandoned = self._run_start = page.offset
+        self._pos = page.offset + 1
+        self._sync_end = self._expect_at = -1
+        self._candidates = _Candidates(page.offset + 1)
 
     def _stored_crc(self, i: int) -> int:
         value: int = struct.unpack_from("<I", self._buf, i + 22)[0]
@@ -568,6 +610,7 @@ class OggReader:
             out.append(SyncLost(offset=start, skipped=at - start))
         self._run_start = -1
         self._bad_page = (-1, -1)
+        self._abandoned = -1
 
     def _open_searched(self, page: _Page, out: list[ReaderItem]) -> None:
         """Apply the continuity rules to a verified, non-trusted page; report holes."""

@@ -17,7 +17,11 @@ should begin. When the last packet of a page arrives, the page's granule is chec
 * after a hole (a `DataLost` from the reader) the packets are held until their page ends, so the
   missing duration ``granule - (start + decoded48 + held durations)`` is known; it is filled with
   libopus concealment (``decode(NULL)``) *before* the held packets, and the timeline keeps its
-  length. A jump without a reported hole is filled at the point it is found.
+  length. A jump without a reported hole is filled at the point it is found. Concealment is
+  bounded: at most `_MAX_FILL_48` (2 s, a lost page or two) per hole, and over the whole input
+  at most `_FILL_ALLOWANCE_48` more than the real audio decoded; the part of a hole beyond that
+  is a discontinuity, dropped from the timeline (the link's ``start`` moves by it), so damaged
+  granules cannot turn a few bytes into minutes of output.
 * on the EOS page the link's output is cut to ``granule - start - pre-skip`` (end trimming).
   A packet that would run past its page's granule is held until its page is known to be EOS or
   not, so early release never emits samples that trimming would remove; on valid non-EOS pages
@@ -71,9 +75,21 @@ _PLC_STEP_48 = 120
 # Duration assumed for a packet whose TOC cannot be read: 20 ms, the frame size of nearly every
 # speech stream (opusenc's and OpenAI's default), so a guess is most often right.
 _DEFAULT_LOST_48 = 960
-# A granule jump longer than this is a timestamp discontinuity, not a loss: concealing it would
-# only emit (and hold in memory) seconds of silence. 10 s is far above any network hole.
-_MAX_FILL_48 = 10 * 48000
+# Longest hole concealed: what losing a page or two costs. Encoders put at most 1 s of audio on
+# a page (opusenc's default --max-delay 1000 ms, ffmpeg's 1 s page_duration), so a realistic
+# hole (a dropped page, a CRC failure, a cut) is 1-2 s. A longer granule jump is a timeline
+# discontinuity (a server skipping ahead, a spliced or damaged stream): its first 2 s are
+# concealed (PLC fades out into silence: the listener hears a pause, not a click), the rest is
+# dropped from the timeline, and its `DataLost` reports the samples concealed. Filling whole
+# jumps would turn a few damaged bytes into minutes of silence held in memory: with a 10 s cap,
+# a 2,992-byte fuzzed stream of 29-byte pages each jumping 10 s decoded to 990 s (190 MB).
+_MAX_FILL_48 = 2 * 48000
+# Budget for filling holes, per decoder: the concealment filled so far may exceed the real audio
+# decoded so far by at most this much. 2 s lets the first hole be concealed in full even when it
+# takes the first page; after that, concealment can at most double the real audio. Real audio
+# is itself bounded by the input (at most 120 ms per 2-byte packet), so whatever its granules
+# say, a stream's output stays within twice what its bytes could carry as packets, plus 2 s.
+_FILL_ALLOWANCE_48 = 2 * 48000
 # Initial staging capacity: 0.5 s holds a whole 4 kB chunk of typical speech (~0.5-1 s); the
 # buffer doubles when a feed brings more (it is reused across feeds, so this is paid once).
 _INITIAL_STAGING_S = 0.5
@@ -550,6 +566,9 @@ class OggOpusDecoder:
         self._start48: int | None = None
         self._decoded48 = 0
         self._link_out = 0
+        # Concealment budget (see _FILL_ALLOWANCE_48), over all links, at 48 kHz.
+        self._real48 = 0
+        self._filled48 = 0
         self._page_key: tuple[int, int] | None = None
         self._held: list[OggPacket] = []
         self._resync = False
@@ -773,28 +792,21 @@ class OggOpusDecoder:
                 self._finish_link(last)
             return
         held48 = sum(_duration_48(p.data) for p in packets)
-        known = self._start48 is not None
         start = self._start48 if self._start48 is not None else 0
         gap = granule - (start + self._decoded48 + held48)
-        fill = 0
-        if not known:
+        hole = 0  # missing duration to fill
+        if self._start48 is None:
             if gap < 0 and last.eos:
                 self._start48 = 0  # a one-page stream: the end is trimmed
             elif self._resync and 0 < gap <= _MAX_FILL_48:
                 self._start48 = 0  # the first audio was lost: the stream started at 0
-                fill = gap
+                hole = gap
             else:
                 self._start48 = gap  # a stream that starts later (or an invalid granule)
-        elif (self._resync or not last.eos) and 0 < gap <= _MAX_FILL_48:
-            fill = gap
-        if fill:
-            cause = self._holes.pop(0) if self._holes else None
-            self._conceal(
-                -(-fill // _PLC_STEP_48) * _PLC_STEP_48,
-                cause.reason if cause else "granule-gap",
-                cause.offset if cause else last.offset,
-                next_packet=packets[0].data if self.fec else b"",
-            )
+        elif (self._resync or not last.eos) and gap > 0:
+            hole = gap
+        if hole:
+            self._conceal_hole(hole, packets[0].data if self.fec else b"", last.offset)
         self._emit_holes()
         self._resync = False
         for p in packets:
@@ -809,6 +821,26 @@ class OggOpusDecoder:
                 self._fill -= cut
                 self._link_out -= cut
             self._finish_link(last)
+
+    def _conceal_hole(self, hole: int, next_packet: bytes, offset: int) -> None:
+        """Conceal a hole of ``hole`` samples (48 kHz) found at the page at ``offset``, within
+        the per-hole cap and the decoder's budget; what is not concealed leaves the timeline
+        (the link's start moves, so the next pages line up and end trimming stays right)."""
+        budget = max(0, _FILL_ALLOWANCE_48 + self._real48 - self._filled48)
+        if hole <= min(_MAX_FILL_48, budget):
+            fill = -(-hole // _PLC_STEP_48) * _PLC_STEP_48  # whole 2.5 ms steps
+        else:
+            fill = min(_MAX_FILL_48, budget) // _PLC_STEP_48 * _PLC_STEP_48
+            assert self._start48 is not None
+            self._start48 += hole - fill
+        cause = self._holes.pop(0) if self._holes else None
+        reason = cause.reason if cause else "granule-gap"
+        where = cause.offset if cause else offset
+        if fill:
+            self._filled48 += fill
+            self._conceal(fill, reason, where, next_packet=next_packet)
+        else:
+            self.events.append(DataLost(where, self._timeline(), 0, reason))
 
     def _flush_held(self) -> None:
         held, self._held = self._held, []
@@ -837,6 +869,7 @@ class OggOpusDecoder:
             self._conceal(_duration_48(data), "bad-packet", packet.offset)
             return
         self._decoded48 += n * self._k
+        self._real48 += n * self._k
         self._commit(n)
 
     def _conceal(

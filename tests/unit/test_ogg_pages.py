@@ -367,3 +367,119 @@ def test_corrupted_sequence_number_is_a_mismatch_then_one_gap() -> None:
         DataLost(offset=o2, position=-1, samples=0, reason="sequence-gap"),
     ]
     assert payloads(items) == expected[:3] + expected[6:]
+
+
+# ---- end of input: complete pages behind an unfinished one ----------------------------------
+# At close() nothing more arrives: a page cut short is given up as garbage and the complete
+# pages after it are still read, exactly as if it had been garbage.
+
+OTHER = 0x0BADCAFE  # serial of a second link appended after the cut
+
+
+def _link(serial: int, n: int) -> tuple[list[bytes], list[bytes]]:
+    """A short clean link of ``serial``: one 40-byte packet per page."""
+    data = [bytes([serial & 0xFF, k]) * 20 for k in range(n)]
+    pages = [
+        build_page(serial, k, 960 * (k + 1), [d], bos=k == 0, eos=k == n - 1)
+        for k, d in enumerate(data)
+    ]
+    return pages, data
+
+
+def _cut_stream() -> tuple[bytes, bytes, list[bytes]]:
+    """A verified BOS page, then the next page of its stream cut inside its last packet (1700
+    of its bytes missing), and the packets released early from it."""
+    released = [b"s" * 30, b"t" * 40]
+    big = b"B" * 2000  # 8 segments: the page is cut inside this packet
+    head = build_page(SERIAL, 0, 0, [b"head"], bos=True)
+    page = build_page(SERIAL, 1, 2880, [*released, *_segments(big)])
+    return head, page[: len(page) - 1700], released
+
+
+def test_early_released_page_cut_short_then_a_new_link_is_garbage_and_the_link_is_read() -> None:
+    # Page 1 continues the verified stream: its packets go out early; it is cut inside its
+    # last packet, and a complete link follows inside the span its header claims.
+    head, cut, released = _cut_stream()
+    link, link_packets = _link(OTHER, 2)
+    data = head + cut + b"".join(link)
+    items = read_every_split(data)
+    assert events(items) == [SyncLost(offset=len(head), skipped=len(cut))]
+    assert payloads(items) == [b"head", *released, *link_packets]
+    assert [p.verified for p in packets(items)] == [True, False, False, True, False]
+
+
+def test_page_cut_short_then_its_own_stream_resuming_reports_one_sequence_gap() -> None:
+    head, cut, released = _cut_stream()
+    resumed = build_page(SERIAL, 2, 3840, [b"after the cut"])
+    data = head + cut + resumed
+    items = read_every_split(data)
+    assert payloads(items) == [b"head", *released, b"after the cut"]
+    assert events(items) == [
+        SyncLost(offset=len(head), skipped=len(cut)),
+        DataLost(offset=len(head) + len(cut), position=-1, samples=0, reason="sequence-gap"),
+    ]
+
+
+def test_page_continuing_an_open_packet_cut_short_leaves_that_packet_truncated() -> None:
+    # A 1000-byte packet opens on page 0 and continues on page 1, which is cut; a new link
+    # follows. The open packet never completes: its fragment is pending at the end.
+    pk = [(b"a" * 100, 1), (b"b" * 1000, 2)]
+    pages = build_stream(SERIAL, pk, [2, 3])
+    cut = pages[1][:200]
+    link, link_packets = _link(OTHER, 1)
+    data = pages[0] + cut + link[0]
+    items = read_every_split(data)
+    assert payloads(items) == [b"a" * 100, *link_packets]
+    assert events(items) == [
+        SyncLost(offset=len(pages[0]), skipped=len(cut)),
+        StreamTruncated(offset=0, pending=255),
+    ]
+
+
+def test_page_continuing_an_open_packet_cut_short_then_its_stream_resuming_is_one_hole() -> None:
+    pk = [(b"a" * 100, 1), (b"b" * 1000, 2), (b"c" * 50, 3)]
+    pages = build_stream(SERIAL, pk, [2, 3, 2])  # b spans pages 0, 1 and 2; c ends page 2
+    cut = pages[1][:200]
+    data = pages[0] + cut + pages[2]
+    items = read_every_split(data)
+    assert payloads(items) == [b"a" * 100, b"c" * 50]
+    offset = len(pages[0]) + len(cut)
+    assert events(items) == [
+        SyncLost(offset=len(pages[0]), skipped=len(cut)),
+        DataLost(offset=offset, position=-1, samples=0, reason="sequence-gap"),
+    ]
+
+
+def test_header_cut_where_a_page_was_due_then_a_complete_page_is_garbage_at_close() -> None:
+    # After a verified page the reader waits for the next header; cut inside its lacing table,
+    # it never completes, and the complete page after it is read at close.
+    head = build_page(SERIAL, 0, 0, [b"head"], bos=True)
+    due = build_page(SERIAL, 1, 960, [bytes([k]) for k in range(200)])  # 227-byte header
+    cut = due[:60]
+    link, link_packets = _link(OTHER, 1)
+    data = head + cut + link[0]
+    assert len(data) < len(head) + 27 + 200  # the header itself never completes
+    items = read_every_split(data)
+    assert payloads(items) == [b"head", *link_packets]
+    assert events(items) == [SyncLost(offset=len(head), skipped=len(cut))]
+
+
+def test_page_cut_short_with_only_garbage_after_it_is_still_the_truncated_tail() -> None:
+    head, cut, released = _cut_stream()
+    data = head + cut + b"no page here" + b"OggS\x00"
+    items = read_every_split(data)
+    assert payloads(items) == [b"head", *released]
+    assert events(items) == [StreamTruncated(offset=len(head), pending=len(data) - len(head))]
+
+
+def test_pages_after_a_cut_page_are_followed_by_a_truncated_tail_of_their_own() -> None:
+    head, cut, released = _cut_stream()
+    link, link_packets = _link(OTHER, 3)
+    tail = link[2][:20]
+    data = head + cut + link[0] + link[1] + tail
+    items = read_every_split(data)
+    assert payloads(items) == [b"head", *released, *link_packets[:2]]
+    assert events(items) == [
+        SyncLost(offset=len(head), skipped=len(cut)),
+        StreamTruncated(offset=len(data) - len(tail), pending=len(tail)),
+    ]

@@ -219,6 +219,97 @@ def test_undecodable_packet_is_concealed_for_its_toc_duration() -> None:
     assert hole.samples == 1920
 
 
+def test_lost_one_second_page_is_concealed_to_its_exact_length() -> None:
+    head, packets = _packets(3.0)
+    full = _stream(head, packets, per_page=50)  # 1 s pages, as opusenc writes them
+    start, end = _page_spans(full)[2 + 1]
+    out_full, _ = _decode(full)
+    for chunk in (0, 7, 4096):
+        out, decoder = _decode(full[:start] + full[end:], chunk=chunk)
+        assert out.shape == out_full.shape
+        (hole,) = _holes(decoder)
+        assert (hole.reason, hole.samples) == ("sequence-gap", 48000)
+
+
+HOURS_48 = 3 * 3600 * 48000  # a granule jump of three hours
+MAX_FILL = 2 * 48000  # the longest hole concealed (opus._MAX_FILL_48)
+ALLOWANCE = 2 * 48000  # concealment allowed beyond the real audio (opus._FILL_ALLOWANCE_48)
+
+
+def test_granule_jump_of_hours_conceals_only_a_bounded_pause_and_reports_it() -> None:
+    head, packets = _packets()
+    granules = [960 * (i + 1) + (HOURS_48 if i >= 10 else 0) for i in range(len(packets))]
+    data = _stream(head, packets, per_page=2, granules=granules)
+    for chunk in (0, 1, 29):
+        out, decoder = _decode(data, chunk=chunk)
+        (hole,) = _holes(decoder)
+        assert (hole.reason, hole.samples) == ("granule-gap", MAX_FILL)
+        # Found at the end of the page holding packets 10 and 11 (packet 10 was already out).
+        assert hole.position == 11 * 960 - head.pre_skip
+        # The rest of the link lines up after the pause, and its end is trimmed as usual.
+        assert len(out) == 960 * len(packets) + MAX_FILL - head.pre_skip
+        ended = decoder.events[-1]
+        assert isinstance(ended, StreamEnded)
+        assert ended.position == len(out)
+
+
+def test_lost_pages_spanning_hours_are_one_hole_with_a_bounded_pause() -> None:
+    head, packets = _packets()
+    granules = [960 * (i + 1) + (HOURS_48 if i >= 10 else 0) for i in range(len(packets))]
+    full = _stream(head, packets, per_page=2, granules=granules)
+    start, end = _page_spans(full)[2 + 5]  # packets 10 and 11: the first page after the jump
+    out, decoder = _decode(full[:start] + full[end:])
+    (hole,) = _holes(decoder)
+    assert (hole.reason, hole.samples) == ("sequence-gap", MAX_FILL)
+    assert len(out) == 960 * (len(packets) - 2) + MAX_FILL - head.pre_skip
+
+
+def _jumping_pages(count: int, jump: int) -> bytes:
+    """A mono Ogg Opus stream of ``count`` 29-byte pages, each one 20 ms packet (a bare TOC
+    byte) whose granule jumps ``jump`` samples past the previous page's."""
+    out = build_page(9, 0, 0, [OpusHead(1).to_bytes()], bos=True)
+    out += build_page(9, 1, 0, [OpusTags("x").to_bytes()])
+    granule = 0
+    for k in range(count):
+        granule += 960 + jump
+        out += build_page(9, 2 + k, granule, [b"\xf8"])
+    return out
+
+
+def test_pages_that_each_jump_cannot_amplify_a_small_input_into_minutes_of_concealment() -> None:
+    # Shaped like the fuzzer's finding: 100 tiny pages, each jumping 10 s (formerly decoded to
+    # 1000 s of concealment from 3 kB).
+    data = _jumping_pages(100, 10 * 48000)
+    assert len(data) < 3000
+    real = 100 * 960
+    whole, decoder = _decode(data)
+    assert len(whole) <= 2 * real + ALLOWANCE
+    holes = _holes(decoder)
+    assert len(holes) == 99  # every jump is reported, concealed or not
+    assert {h.reason for h in holes} == {"granule-gap"}
+    assert sum(h.samples for h in holes) == len(whole) - real
+    for chunk in (1, 29, 100):
+        out, chunked_decoder = _decode(data, chunk=chunk)
+        assert np.array_equal(out, whole)
+        assert chunked_decoder.events == decoder.events
+
+
+def test_concealment_never_exceeds_the_real_audio_plus_the_allowance() -> None:
+    # Holes of 1.5 s after every 20 ms of real audio: the first is concealed in full, later
+    # ones only as far as the budget goes.
+    data = _jumping_pages(20, 72000)
+    out, decoder = _decode(data)
+    holes = _holes(decoder)
+    assert holes[0].samples == 72000
+    assert holes[1].samples < 72000
+    real = 20 * 960
+    concealed = 0
+    for k, hole in enumerate(holes):
+        concealed += hole.samples
+        assert concealed <= ALLOWANCE + 960 * (k + 2), k  # real audio decoded before hole k+1
+    assert len(out) == real + concealed
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_damage_after_the_headers_never_raises(data: st.DataObject) -> None:
