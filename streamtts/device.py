@@ -11,13 +11,19 @@ by ONE side only, which the async side polls:
 * callback-owned: ``callbacks``, ``frames_out`` (frames handed to PortAudio, silence included),
   ``silence_frames``, ``underflows`` (PortAudio's ``output_underflow`` flags), ``stalls`` and
   ``starts`` with their positions in small preallocated history arrays, ``flushes_done`` and
-  ``flush_read`` (where the flushed audio stopped).
+  ``flush_read`` (where the flushed audio stopped), ``ended`` (PortAudio's stream-finished
+  callback ran).
 
 The output is *playing* iff ``resumes > stalls``: the async side asks for a start by bumping
 ``resumes``; the callback stops by bumping ``stalls`` when the ring runs dry. Running dry exactly
 at ``end_mark`` is the true end of the audio (no fade, not an underrun); anywhere else it is an
 underrun: the last few milliseconds played are faded out and the next start is faded in, so the
 gap does not click.
+
+A lost device (the sound server killed, a USB device unplugged) is found by `DeviceOutput.fault`,
+which the async side polls: PortAudio's ALSA host API ends its callback thread when the server
+goes away (seen here: the stream-finished callback runs at once and no callback follows), and a
+host API that just stops calling back is caught by a watchdog on the callback counter.
 """
 
 from __future__ import annotations
@@ -73,6 +79,13 @@ CLOCK_WINDOW = 2.0
 #: rewrites it in three bytecodes, so a second attempt (after yielding the GIL) nearly always
 #: succeeds; the bound keeps the event loop from spinning.
 CLOCK_RETRIES = 4
+
+#: Seconds without a callback, on a stream that should be running, after which the device is
+#: declared lost. A running stream calls back every block (10 ms) even when it plays silence;
+#: the longest scheduling delay seen on a saturated 2-core machine was ~0.2 s and a fresh
+#: PulseAudio stream may wait ~1.8 s for its first callback, so 3 s never trips on load while
+#: still ending a hung ``play()`` quickly. (A stream whose thread ENDS is detected at once.)
+STALL_TIMEOUT = 3.0
 
 NO_DEVICE_HINT = (
     "No audio device or sound server is available: start a sound server (e.g. PulseAudio; in a "
@@ -177,6 +190,9 @@ class DeviceOutput:
         self._stream: Any = None
         self._closed = False
         self._abandoned = False
+        self._watch_callbacks = -1  # callback count at the watchdog's last look
+        self._watch_since = 0.0  # monotonic time it was last seen to change
+        self._watch_last = 0.0  # monotonic time of the watchdog's last look
         self._clock_offset = 0.0  # time.monotonic() - PortAudio stream time
 
         # async-owned --------------------------------------------------------------------
@@ -195,6 +211,7 @@ class DeviceOutput:
         self.starts = 0
         self.flushes_done = 0
         self.flush_read = 0  # ring index where the last flush stopped the audio (after its fade)
+        self.ended = False  # PortAudio's stream-finished callback ran
         self.stall_read = np.zeros(HISTORY, dtype=np.int64)
         self.stall_out = np.zeros(HISTORY, dtype=np.int64)
         self.stall_clean = np.zeros(HISTORY, dtype=np.bool_)
@@ -249,6 +266,7 @@ class DeviceOutput:
                 dtype="float32",
                 latency=self.latency_request,
                 callback=self._callback,
+                finished_callback=self._finished,
             )
             try:
                 offset = time.monotonic() - stream.time
@@ -333,6 +351,37 @@ class DeviceOutput:
         await anyio.to_thread.run_sync(_close, abandon_on_cancel=True)
 
     # ------------------------------------------------------------------ polling (async side)
+    def fault(self, now: float) -> str | None:
+        """Why the open stream is lost, or None while it runs (call it every few ms).
+
+        Args:
+            now: ``time.monotonic()``.
+
+        Returns:
+            A message for `AudioDeviceError`: PortAudio ended the stream on its own (its
+            stream-finished callback ran while we had not stopped it), or no callback has run
+            for `STALL_TIMEOUT` seconds. Time during which this was not called (the event loop
+            itself was blocked) is not held against the device.
+        """
+        if self._stream is None or self._closed:
+            return None
+        if self.ended:
+            return (
+                "the audio device stopped: PortAudio ended the output stream on its own "
+                "(the sound server went away or the device was unplugged)"
+            )
+        count = self.callbacks
+        if count != self._watch_callbacks or now - self._watch_last > STALL_TIMEOUT / 2:
+            self._watch_callbacks = count
+            self._watch_since = now
+        self._watch_last = now
+        if now - self._watch_since > STALL_TIMEOUT:
+            return (
+                f"the audio device stopped: no audio callback for {now - self._watch_since:.1f} "
+                "s (the sound server hung or the device was lost)"
+            )
+        return None
+
     def clock(self) -> tuple[float, int]:
         """``(monotonic time, frames_out)`` at the start of the latest callback.
 
@@ -457,6 +506,11 @@ class DeviceOutput:
             self.silence_frames += frames - filled
         self.frames_out += frames
         self.callbacks += 1
+
+    def _finished(self) -> None:
+        """PortAudio's stream-finished callback (PORTAUDIO THREAD): it runs once, when the stream
+        ends, by our ``stop``/``abort`` or on its own (a lost device). Only sets a flag."""
+        self.ended = True
 
     def _flush(self, outdata: Frames, frames: int) -> int:
         """Cancellation: fade out over a few ms, drop the rest, stop (PortAudio thread)."""

@@ -24,7 +24,7 @@ import contextlib
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeAlias
@@ -39,6 +39,7 @@ import numpy.typing as npt
 
 from ._backends import load_sounddevice
 from ._eventstream import EventStream
+from ._httpclose import close_streamed_response
 from .device import BLOCK_SECONDS, DEVICE_LATENCY, OPEN_TIMEOUT, DeviceOutput
 from .errors import (
     AudioDeviceError,
@@ -247,6 +248,9 @@ class Player:
       `PlaybackRecovered`, `SourceFinished`, `PlaybackFinished`, `PlaybackStopped`,
       `PlaybackError` and the readers' stream events wrapped in `SourceEvent`. ``stats()`` is a
       snapshot of the counters.
+    * A lost device (the sound server went away, the device was unplugged) ends every
+      ``play()`` with `AudioDeviceError` (and a `PlaybackError` event) instead of waiting
+      forever; the player cannot play any more: open a new one once the device is back.
 
     Args:
         device: Output device index or (part of its) name; None for the default output.
@@ -586,7 +590,7 @@ class Player:
                 dev.flush_to = src.end
                 dev.flush_requests += 1
                 while dev.flushes_done != dev.flush_requests and dev.is_open:
-                    await self._progress.wait()  # set by the poller every POLL_INTERVAL
+                    await self._next_poll()
                 if dev.flushes_done == dev.flush_requests:
                     stopped_at = dev.flush_read
                 self._poll_once()
@@ -605,7 +609,7 @@ class Player:
         if dev.playing or dev.ring.readable():
             dev.flush()
             while dev.flushes_done != dev.flush_requests and dev.is_open:
-                await self._progress.wait()
+                await self._next_poll()
         self._poll_once()
         last = 0
         if self._runs:
@@ -613,6 +617,17 @@ class Player:
             last = dev.frames_out if run.end is None else run.out + run.end - run.start
         margin = _drain_margin(dev)
         while dev.is_open and dev.frames_out < last + margin:
+            await self._next_poll()
+
+    async def _next_poll(self) -> None:
+        """Wait for the poller's next round, or one `POLL_INTERVAL` if it does not come.
+
+        The cleanup paths (a cancelled ``play()``, `aclose`) run shielded and wait for the
+        callback's counters, which move without the poller: when the scope around the whole
+        player was cancelled, the poller is already gone, and waiting for it would stall each
+        cleanup until its timeout.
+        """
+        with anyio.move_on_after(POLL_INTERVAL):
             await self._progress.wait()
 
     def _complete(self, src: _Src) -> None:
@@ -1114,37 +1129,69 @@ def _resolve_format(
 def _open_source(
     source: Source,
 ) -> tuple[AsyncIterator[bytes], str | None, Callable[[], Awaitable[Any]] | None]:
-    """(chunks, content type, closer) for any accepted source."""
+    """(chunks, content type, closer) for any accepted source.
+
+    The closer also closes the chunk iterator when it is an async generator: one left suspended
+    (play() cancelled while the receiver waited for room in its queue) would otherwise be
+    finalized by the garbage collector (trio warns about it; a file would stay open till then).
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        return _iter_bytes(data), None, None
+        chunks = _iter_bytes(data)
+        return chunks, None, chunks.aclose
     if isinstance(source, str) and source.startswith(("http://", "https://")):
         raise UsageError(
             "play() does not fetch URLs: pass the httpx response of a streamed request "
             "(async with client.stream('GET', url) as response: await player.play(response))"
         )
     if isinstance(source, (str, os.PathLike)):
-        return _iter_file(os.fspath(source)), None, None
+        chunks = _iter_file(os.fspath(source))
+        return chunks, None, chunks.aclose
     if isinstance(source, httpx.Response):
         response = source
-        return response.aiter_bytes(), response.headers.get("content-type"), response.aclose
+        body = response.aiter_bytes()
+
+        async def close_response() -> None:
+            await close_streamed_response(body, response)
+
+        return body, response.headers.get("content-type"), close_response
     if isinstance(source, AsyncIterable):
         iterator = aiter(source)
-        closer = getattr(source, "aclose", None) or getattr(iterator, "aclose", None)
-        return iterator, None, closer
+        return iterator, None, _closer(getattr(iterator, "aclose", None),
+                                       getattr(source, "aclose", None))
     raise UsageError(
         f"cannot play a {type(source).__name__}: pass bytes, a path, an async iterable of bytes "
         "or an httpx response"
     )
 
 
-async def _iter_bytes(data: bytes) -> AsyncIterator[bytes]:
+def _closer(
+    *closers: Callable[[], Awaitable[Any]] | None,
+) -> Callable[[], Awaitable[Any]] | None:
+    """One closer calling each distinct one in order (each even if an earlier one raised)."""
+    unique: list[Callable[[], Awaitable[Any]]] = []
+    for c in closers:
+        if c is not None and c not in unique:
+            unique.append(c)
+    if len(unique) < 2:
+        return unique[0] if unique else None
+
+    async def close_all() -> None:
+        try:
+            await unique[0]()
+        finally:
+            await unique[1]()
+
+    return close_all
+
+
+async def _iter_bytes(data: bytes) -> AsyncGenerator[bytes, None]:
     for i in range(0, len(data), READ_CHUNK):
         yield data[i : i + READ_CHUNK]
         await anyio.lowlevel.checkpoint()
 
 
-async def _iter_file(path: str) -> AsyncIterator[bytes]:
+async def _iter_file(path: str) -> AsyncGenerator[bytes, None]:
     async with await anyio.open_file(path, "rb") as f:
         while chunk := await f.read(READ_CHUNK):
             yield chunk

@@ -51,7 +51,7 @@ import numpy.typing as npt
 from ._eventstream import EventStream
 from .device import DEVICE_LATENCY
 from .engines.base import Engine, check_request_format
-from .errors import StreamTTSError, UsageError
+from .errors import StreamTTSError, TransportError, UsageError
 from .events import (
     Event,
     FirstByteReceived,
@@ -357,6 +357,7 @@ class Speaker:
         self._running: list[_Utterance] = []  # every call in progress (for stop)
         self._by_source: dict[int, _Utterance] = {}  # utterances whose source the player has
         self._track_wake = _Signal()
+        self._player_events: EventStream[Event] | None = None
         self._learned_chars = 0
         self._learned_seconds = 0.0
 
@@ -378,6 +379,7 @@ class Speaker:
             if device is not None:
                 self._channels = device.channels
             player_events = self._player.events(maxlen=4 * EVENT_QUEUE)
+            self._player_events = player_events
             tg = anyio.create_task_group()
             await stack.enter_async_context(tg)
             self._tg = tg
@@ -643,6 +645,11 @@ class Speaker:
         """Work out what was heard of a stopped utterance and report it (run shielded)."""
         if utt.interruption is not None:
             return utt.interruption
+        if utt.source is not None and self._player_events is not None:
+            # The player's report is already queued when its cancelled play() returns: take it
+            # here, as the watcher task may itself be cancelled (the speaker's scope was).
+            for event in self._player_events.drain():
+                self._on_player_event(event)
         if utt.source is not None:
             with anyio.move_on_after(STOP_REPORT_TIMEOUT):
                 await utt.report.wait()
@@ -783,30 +790,37 @@ class Speaker:
                 )
                 conv: _Conform | None = None
                 trimmer = self._make_trimmer()
-                async for chunk in audio.aiter_bytes():
-                    if s.first_byte is None:
-                        s.first_byte = audio.first_byte or time.monotonic()
-                        self._emit(
-                            FirstByteReceived(
-                                s.first_byte,
-                                self._frames_played(),
-                                utt.index,
-                                s.index,
-                                s.text,
-                                1000.0 * (s.first_byte - s.request_sent),
+                dropped: TransportError | None = None
+                try:
+                    async for chunk in audio.aiter_bytes():
+                        if s.first_byte is None:
+                            s.first_byte = audio.first_byte or time.monotonic()
+                            self._emit(
+                                FirstByteReceived(
+                                    s.first_byte,
+                                    self._frames_played(),
+                                    utt.index,
+                                    s.index,
+                                    s.text,
+                                    1000.0 * (s.first_byte - s.request_sent),
+                                )
                             )
-                        )
-                    for block in reader.feed(chunk):
-                        conv = conv or _Conform(
-                            reader.sample_rate or native,
-                            reader.channels or block.shape[1],
-                            self._rate,
-                            self._channels,
-                        )
-                        self._put(s, conv.process(block), trimmer)
-                    while s.buffered > limit:
-                        await s.changed.wait()
-                    await anyio.lowlevel.checkpoint()
+                        for block in reader.feed(chunk):
+                            conv = conv or _Conform(
+                                reader.sample_rate or native,
+                                reader.channels or block.shape[1],
+                                self._rate,
+                                self._channels,
+                            )
+                            self._put(s, conv.process(block), trimmer)
+                        while s.buffered > limit:
+                            await s.changed.wait()
+                        await anyio.lowlevel.checkpoint()
+                except TransportError as exc:
+                    # The connection failed mid-sentence: what arrived is still spoken to its
+                    # last sample (the reader, resampler and trimmer hold a few ms back at any
+                    # moment), then the sentence fails.
+                    dropped = exc
                 for block in reader.close():
                     conv = conv or _Conform(
                         reader.sample_rate or native,
@@ -819,6 +833,8 @@ class Speaker:
                     self._put(s, conv.flush(), trimmer)
                 if trimmer is not None:
                     self._append(s, trimmer.flush())
+                if dropped is not None:
+                    raise dropped
             if s.frames_in:
                 self._learned_chars += len(s.text)
                 self._learned_seconds += s.frames_in / self._rate
@@ -913,25 +929,28 @@ class Speaker:
     async def _watch_player(self, events: AsyncIterable[Event]) -> None:
         """Take the player's events: where each source begins, underruns, the final word."""
         async for event in events:
-            if isinstance(event, Underrun):
-                utt = self._by_source.get(event.source)
-                if utt is not None:
-                    utt.underruns += 1
-                    utt.underrun_ms += event.silence_ms
-                self._emit(event)
-                continue
-            source = getattr(event, "source", None)
-            utt = self._by_source.get(source) if isinstance(source, int) else None
-            if utt is None:
-                continue
-            if isinstance(event, PlaybackStarted):
-                utt.begin = event.position
-                self._track_wake.fire()
-            elif isinstance(event, PlaybackStopped):
-                utt.heard = event.frames_heard
-                utt.report.set()
-            elif isinstance(event, PlaybackFinished | PlaybackError):
-                utt.report.set()
+            self._on_player_event(event)
+
+    def _on_player_event(self, event: Event) -> None:
+        if isinstance(event, Underrun):
+            utt = self._by_source.get(event.source)
+            if utt is not None:
+                utt.underruns += 1
+                utt.underrun_ms += event.silence_ms
+            self._emit(event)
+            return
+        source = getattr(event, "source", None)
+        utt = self._by_source.get(source) if isinstance(source, int) else None
+        if utt is None:
+            return
+        if isinstance(event, PlaybackStarted):
+            utt.begin = event.position
+            self._track_wake.fire()
+        elif isinstance(event, PlaybackStopped):
+            utt.heard = event.frames_heard
+            utt.report.set()
+        elif isinstance(event, PlaybackFinished | PlaybackError):
+            utt.report.set()
 
     async def _track_forever(self) -> None:
         while True:

@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 import httpx
 
+from .._httpclose import close_streamed_response
 from ..errors import (
     APIError,
     AuthenticationError,
@@ -215,10 +216,7 @@ class _HTTPAudio(AudioStream):
             return
         self._closed = True
         with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_TIMEOUT):
-            try:
-                await self._chunks.aclose()  # type: ignore[attr-defined]
-            finally:
-                await self._response.aclose()
+            await close_streamed_response(self._chunks, self._response)
 
 
 class OpenAIEngine(Engine):
