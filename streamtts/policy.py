@@ -12,11 +12,16 @@ reaches it. The policy predicts the packets' lateness from the arrivals seen so 
    says nothing about the link.
 2. **Transit and relative delay** (RFC 3550 / WebRTC NetEq): a packet's transit is its arrival
    time minus its audio position / ``s``, with the planning slope ``s = r`` (for ``r < 1``
-   raised to the highest rate the jitter could hide); its relative delay is its transit minus
-   the smallest transit. The **band** is the predicted worst relative delay: the largest seen,
-   or the spread of the arrival events' transits × `_range_factor` (the width of a uniform
-   spread, estimated from ``n`` samples at `BAND_CONFIDENCE`), whichever is larger. **Live**
-   is the relative delay the next packet would have if it came now (it grows during a stall).
+   raised to the highest rate the jitter of the arrivals' ends could hide: the rate is
+   measured between ends); its relative delay is its transit minus the smallest transit.
+   Packets arriving together (within `BURST_WINDOW_S`: one network read, however the caller
+   slices it into ``on_audio`` calls) are one arrival, positioned at its first sample: that is
+   the sample playback needs first, and slicing must not change a decision. The **band** is
+   the predicted worst relative delay: the largest seen, or the spread of the arrival events'
+   transits × `_range_factor` (the width of a uniform spread, estimated from ``n`` samples at
+   `BAND_CONFIDENCE`), whichever is larger. **Live**
+   is the relative delay the next packet would have if it came now (it grows during a stall;
+   with only the first burst in, the next packet is due at once).
 3. **Target**: playback started now reaches the next packet after ``b`` seconds, and that packet
    arrives at most ``band - live`` from now; later ones get ``1 - s`` seconds closer per second
    of audio when ``s < 1``::
@@ -326,7 +331,13 @@ class StartPolicy:
         if now - self._first_time <= BURST_WINDOW_S:
             self._burst_end = now
             self._burst_audio += seconds
-        self._history.append((now, self._total))
+        # Audio arriving together (one network read decoded into several blocks, a burst of
+        # packets) is one arrival, timed by its first sample: how the caller slices it must not
+        # matter. As separate entries, its later slices would look early by their offset into
+        # the chunk, and its first one late by as much: a phantom jitter that also hides a
+        # link's slowness from the planning rate.
+        if not self._history or now - self._history[-1][0] > BURST_WINDOW_S:
+            self._history.append((now, self._total))
         self._total += seconds
         self._last_time = now
 
@@ -455,16 +466,28 @@ class StartPolicy:
         if slope < 1.0 and self.arrival_rate is not None:
             # Below real time only beyond what the jitter could explain: the span may be short
             # by up to the worst relative delay, so the rate may be up to audio/(span - delay).
+            # The rate is measured between the ENDS of arrivals, so it is their lateness that
+            # counts (predicted like the band, from their spread): a link paced by bytes or by
+            # generation delivers each piece when its end is due, and a short piece (the tail
+            # of a server's chunk) looks early by its start, never by its end.
             span = self._last_time - self._burst_end
-            spread = self._relative_delays(slope).worst
+            ends = self._relative_delays(slope)
+            spread = ends.worst_end
+            if ends.events > 1:
+                spread = max(spread, ends.end_spread * _range_factor(ends.events))
             audio = self._total - self._burst_audio
             slope = 1.0 if span <= spread else max(min(audio / (span - spread), 1.0), slope)
         stats = self._relative_delays(slope)
         band = max(stats.worst, self._prior_jitter)
         if self._cfg.extrapolate and stats.events > 1:
             band = max(band, stats.spread * _range_factor(stats.events))
-        # Relative delay the next packet (at position `_total`) would have if it came now.
-        live = now - self._total / slope - stats.min_transit
+        # Relative delay the next packet (at position `_total`) would have if it came now. With
+        # only the first burst in, there is no schedule yet (the burst is a backlog, however
+        # long): the next packet is due at once.
+        if self.arrival_rate is None:
+            live = now - self._last_time
+        else:
+            live = now - self._total / slope - stats.min_transit
         return _Plan(slope, max(band, live), live, stats.events)
 
     def _relative_delays(self, slope: float) -> _Stats:
@@ -472,7 +495,9 @@ class StartPolicy:
 
         A packet's transit is its arrival time minus its position / slope; its relative delay
         is its transit minus the smallest transit before it. The spread counts one sample per
-        arrival event: packets arriving together (held behind a late one) add nothing.
+        arrival event: packets arriving together (held behind a late one) add nothing. The
+        ``*_end`` figures are the same for the arrivals' ends (arrival time minus the position
+        after its audio).
         """
         key = (len(self._history), self._total, slope)
         if self._stats_cache is not None and self._stats_cache[0] == key:
@@ -483,10 +508,21 @@ class StartPolicy:
         low = math.inf
         high = -math.inf
         previous = -math.inf
-        for arrival, position in self._history:
+        min_end = math.inf
+        worst_end = 0.0
+        end_low = math.inf
+        end_high = -math.inf
+        # Each arrival's audio ends where the next one's starts (the last one's at `_total`).
+        ends = itertools.chain(itertools.islice(self._history, 1, None), [(0.0, self._total)])
+        for (arrival, position), (_, end) in zip(self._history, ends, strict=False):
             transit = arrival - position / slope
             min_transit = min(min_transit, transit)
             worst = max(worst, transit - min_transit)
+            end_transit = arrival - end / slope
+            min_end = min(min_end, end_transit)
+            worst_end = max(worst_end, end_transit - min_end)
+            end_low = min(end_low, end_transit)
+            end_high = max(end_high, end_transit)
             if arrival - previous > BURST_WINDOW_S:
                 events += 1
                 low = min(low, transit)
@@ -494,7 +530,8 @@ class StartPolicy:
             previous = arrival
         if events == 0:
             min_transit, low, high = self._last_time, 0.0, 0.0
-        stats = _Stats(worst, min_transit, high - low, events)
+            end_low = end_high = 0.0
+        stats = _Stats(worst, min_transit, high - low, events, worst_end, end_high - end_low)
         self._stats_cache = (key, stats)
         return stats
 
@@ -504,6 +541,8 @@ class _Stats(NamedTuple):
     min_transit: float  # smallest transit (s)
     spread: float  # largest minus smallest transit of the arrival events (s)
     events: int  # arrival events (packets arriving together count once)
+    worst_end: float  # largest relative delay of the arrivals' ends (s)
+    end_spread: float  # largest minus smallest transit of the arrivals' ends (s)
 
 
 class _Plan(NamedTuple):

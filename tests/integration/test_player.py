@@ -256,6 +256,31 @@ async def test_a_slow_link_with_a_duration_hint_starts_once_and_never_underruns(
     assert_same_audio(recording, x)
 
 
+async def test_raw_pcm_at_0_8x_in_chunks_larger_than_a_feed_plays_through_with_hint(
+    null_sink: NullSink,
+) -> None:
+    # 100 ms bursts of s16 PCM (9600 bytes) reach the reader as several slices with one
+    # arrival time, as OpenAI-style PCM over the impaired server does: the policy must see the
+    # link's slow rate through them (they once looked like jitter: an early start, underruns).
+    x = tone(2.5, 440)
+    pcm16 = np.round(x[:, 0] * 32767).astype("<i2")
+    expected = (pcm16.astype(np.float32) / 32768).reshape(-1, 1)
+    with null_sink.record() as rec:
+        async with player_() as player, httpx.AsyncClient() as client:
+            events = player.events()
+            server = ThrottledServer.for_audio(pcm16.tobytes(), seconds=2.5, speed=0.8, burst=0.1)
+            with server:
+                async with client.stream("GET", server.url) as response:
+                    result = await player.play(
+                        response, format="pcm", pcm_rate=RATE, expected_duration=2.5
+                    )
+            got = events.drain()
+        recording = rec.stop()
+    assert result.underruns == 0, of_type(got, Underrun)
+    assert names(got) == ["PlaybackStarted", "PlaybackFinished"]
+    assert_same_audio(recording, expected)
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_cancelling_play_silences_at_once_closes_the_source_and_stops_callbacks(
     null_sink: NullSink,
