@@ -73,6 +73,17 @@ __all__ = ["EventStream", "PlaybackResult", "Player", "PlayerStats", "Source"]
 #: (a few hundred µs of Python per second).
 POLL_INTERVAL = 0.005
 
+#: The poller's interval while the output plays steadily: with more than `STEADY_BUFFER` of
+#: audio queued and no source ending within it, no start, restart or end can be due before the
+#: next round, and the callback plays on by itself. Polling at 40 ms instead of 5 ms there cuts
+#: the player's CPU while playing by about half (measured: 3.4 % → 1.6 % of a core with a
+#: 50 ms interval, 15 s of PCM).
+STEADY_POLL_INTERVAL = 0.04
+
+#: Queued audio (seconds) above which the steady interval is used: several steady intervals, so
+#: even a late round comes long before the ring could run dry.
+STEADY_BUFFER = 0.25
+
 #: Bytes handed to the format reader at once. A big chunk (a whole file) is decoded in slices
 #: with a checkpoint between them, so the event loop (and the poller) never waits more than a few
 #: milliseconds (4 kB of 32 kbps Opus is ~1 s of audio, ~4 ms to decode here).
@@ -300,6 +311,7 @@ class Player:
         self._seen_stalls = 0
         self._synced_read = 0  # ring read index when the runs were last synced
         self._last_frames_out = 0
+        self._steady_round = False  # the last poller round slept STEADY_POLL_INTERVAL
         self._bursts: deque[tuple[float, int]] = deque()  # (poll time, frames taken since last)
         self._burst = 0  # most frames the device took between two polls within BURST_MEMORY
         self._stalls: dict[int, _Stall] = {}
@@ -823,7 +835,24 @@ class Player:
                 if self._device_error is not None:
                     await self._lose_device()
                     return
-                await anyio.sleep(POLL_INTERVAL)
+                interval = self._poll_interval()
+                # A steady round's gap is not a device burst: `_measure_burst` skips it.
+                self._steady_round = interval == STEADY_POLL_INTERVAL
+                await anyio.sleep(interval)
+
+    def _poll_interval(self) -> float:
+        """`POLL_INTERVAL`, or `STEADY_POLL_INTERVAL` while nothing can need a decision soon."""
+        dev = self._device
+        if dev is None or not dev.playing:
+            return POLL_INTERVAL
+        steady = int(STEADY_BUFFER * dev.sample_rate)
+        if dev.ring.readable() < steady:
+            return POLL_INTERVAL
+        horizon = dev.ring.read_index + steady + _drain_margin(dev)
+        for src in self._active:
+            if src.end is not None and src.end <= horizon:
+                return POLL_INTERVAL
+        return STEADY_POLL_INTERVAL
 
     async def _lose_device(self) -> None:
         """The device is gone: close it, wake every waiter; their ``play()`` raise."""
@@ -1021,6 +1050,8 @@ class Player:
         """Track the most output frames the device took between two polls, lately."""
         taken = dev.frames_out - self._last_frames_out
         self._last_frames_out = dev.frames_out
+        if self._steady_round:
+            return
         window = self._bursts
         while window and window[0][0] < now - BURST_MEMORY:
             window.popleft()
