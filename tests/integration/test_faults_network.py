@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import numpy as np
 import pytest
-from support.audio import NullSink, align, assert_same_audio, first_nonzero
+from support.audio import NullSink, align, assert_same_audio, find_offset, first_nonzero
 from support.faulty import Fault, FaultyServer
 from support.oggtools import parse_pages
 
@@ -44,9 +45,12 @@ from streamtts.events import (
     SpeechError,
     StreamTruncated,
 )
+from streamtts.formats import make_reader
 from streamtts.opus import OggOpusDecoder, OggOpusEncoder
 from streamtts.player import Player
-from streamtts.speaker import Speaker
+from streamtts.resample import Resampler
+from streamtts.speaker import EDGE_KEEP, Speaker
+from streamtts.trim import SilenceTrimmer
 
 pytestmark = [pytest.mark.device]
 
@@ -149,15 +153,27 @@ def cases() -> dict[str, Case]:
 
 
 CASES = cases()
+#: The faults also run on trio (the rest on asyncio): the cancellation and cleanup paths differ.
+TRIO_CASES = ("disconnect-mid-page", "stall-longer-than-read-timeout")
 PARAMS = [
-    pytest.param(name, path, id=f"{name}-{path}")
+    pytest.param(name, path, backend, id=f"{name}-{path}-{backend}")
     for name, case in CASES.items()
     for path in PATHS
-    if path in case.paths
+    for backend in ("asyncio", "trio")
+    if path in case.paths and (backend == "asyncio" or name in TRIO_CASES)
 ]
 
 
 # ------------------------------------------------------------------------------ resources
+
+
+def threads() -> list[str]:
+    """Names of the threads alive, trio's idle cached workers aside.
+
+    trio keeps an idle worker thread cached process-wide for 10 s after a ``to_thread`` call
+    (named ``Trio thread N`` while idle; a worker running a job has the job's name and counts).
+    """
+    return [t.name for t in threading.enumerate() if not t.name.startswith("Trio thread ")]
 
 
 def snapshot() -> tuple[int, set[str]]:
@@ -169,7 +185,7 @@ def snapshot() -> tuple[int, set[str]]:
             fds.add(f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}")
         except OSError:
             continue  # the fd listing itself, closed since
-    return threading.active_count(), fds
+    return len(threads()), fds
 
 
 def assert_back_to(baseline: tuple[int, set[str]]) -> None:
@@ -181,7 +197,7 @@ def assert_back_to(baseline: tuple[int, set[str]]) -> None:
         now = snapshot()
     leaked = sorted(now[1] - baseline[1])
     assert now[0] == baseline[0], (
-        f"threads: {now[0]}, baseline {baseline[0]}: {[t.name for t in threading.enumerate()]}"
+        f"threads: {now[0]}, baseline {baseline[0]}: {threads()}"
     )
     assert not leaked, f"file descriptors left open: {leaked}"
 
@@ -193,8 +209,9 @@ def warmed_up(pulse_server: None) -> None:
     sink = NullSink()
     try:
         with sink.route(), FaultyServer(Fault(body=encode(speechlike(0.1)))) as server:
-            run_case("httpx", server.url, "adaptive", {})
-            run_case("speaker", server.url, "adaptive", {})
+            for backend in ("asyncio", "trio"):
+                run_case("httpx", server.url, "adaptive", {}, backend)
+                run_case("speaker", server.url, "adaptive", {}, backend)
     finally:
         sink.close()
 
@@ -202,7 +219,9 @@ def warmed_up(pulse_server: None) -> None:
 # ------------------------------------------------------------------------------ the three paths
 
 
-def run_case(path: str, url: str, latency: str | float, out: dict[str, Any]) -> None:
+def run_case(
+    path: str, url: str, latency: str | float, out: dict[str, Any], backend: str
+) -> None:
     """Play the server's answer through *path*; fills ``out`` (error, events, device, tasks)."""
 
     async def main() -> None:
@@ -217,10 +236,10 @@ def run_case(path: str, url: str, latency: str | float, out: dict[str, Any]) -> 
         for _ in range(SETTLE_CHECKPOINTS):
             if len(anyio.get_running_tasks()) == tasks:
                 break
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         out["tasks_left"] = len(anyio.get_running_tasks()) - tasks
 
-    anyio.run(main)
+    anyio.run(main, backend=backend)
 
 
 async def via_httpx(url: str, latency: str | float, out: dict[str, Any]) -> None:
@@ -280,15 +299,15 @@ PLAYS: dict[str, Callable[[str, str | float, dict[str, Any]], Any]] = {
 # ------------------------------------------------------------------------------ the test
 
 
-@pytest.mark.parametrize(("name", "path"), PARAMS)
+@pytest.mark.parametrize(("name", "path", "backend"), PARAMS)
 def test_a_network_fault_is_reported_typed_after_playing_what_arrived_and_leaks_nothing(
-    warmed_up: None, null_sink: NullSink, name: str, path: str
+    warmed_up: None, null_sink: NullSink, name: str, path: str, backend: str
 ) -> None:
     case = CASES[name]
     baseline = snapshot()
     out: dict[str, Any] = {}
     with FaultyServer(case.fault) as server, null_sink.record() as rec:
-        run_case(path, server.url, case.latency, out)
+        run_case(path, server.url, case.latency, out, backend)
         recording = rec.stop()
         assert server.connections, "no request reached the server"
         for conn in server.connections:
@@ -309,18 +328,19 @@ def test_a_network_fault_is_reported_typed_after_playing_what_arrived_and_leaks_
     # 2. The event that says what happened.
     events = out.get("events", [])
     if path == "speaker":
-        failures = [e for e in events if isinstance(e, SpeechError)]
-        assert [e.error for e in failures] == ([type(error).__name__] if error else [])
+        spoken = [e.error for e in events if isinstance(e, SpeechError)]
+        assert spoken == ([type(error).__name__] if error else [])
     else:
-        failures = [e for e in events if isinstance(e, PlaybackError)]
+        played = [e.error for e in events if isinstance(e, PlaybackError)]
         reported = error is not None and not (path == "engine" and case.before_audio)
-        assert [e.error for e in failures] == ([type(error).__name__] if reported else [])
+        assert played == ([type(error).__name__] if reported else [])
         if name.startswith("disconnect-mid-page"):
             truncated = [
                 e.detail for e in events
                 if isinstance(e, SourceEvent) and isinstance(e.detail, StreamTruncated)
             ]
-            assert len(truncated) == 1 and truncated[0].pending > 0
+            assert len(truncated) == 1
+            assert truncated[0].pending > 0
         if error is None and name != "empty-body-with-200":
             assert any(isinstance(e, PlaybackFinished) for e in events)
 
@@ -361,3 +381,51 @@ def test_the_fault_cases_cut_where_they_claim() -> None:
     drip = CASES["slow-drip"].fault
     assert drip.drip_from is not None
     assert (len(drip.body) - drip.drip_from) * drip.drip_interval > READ_TIMEOUT
+
+
+@pytest.mark.parametrize("fmt", ["pcm", "opus"])
+def test_a_speaker_plays_every_received_sample_of_a_dropped_sentence_resampled_and_trimmed(
+    warmed_up: None, null_sink: NullSink, fmt: str
+) -> None:
+    # The speaker's own decode chain (reader -> resampler -> silence trimmer) holds a few ms
+    # back at any moment (the resampler's look-ahead, the trimmer's analysis frame): a dropped
+    # connection must flush it, as the end of a stream does, or the last syllable is clipped.
+    if fmt == "pcm":  # OpenAI's raw PCM: 24 kHz s16, resampled to the device's 48 kHz
+        pcm = speechlike(2.0)[::2]
+        body = (np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes()
+        fault = Fault(body=body, content_type="audio/pcm", cut_after=2 * round(0.7 * 24000))
+    else:
+        body = encode(speechlike(1.5))
+        pages = parse_pages(body)
+        fault = Fault(body=body, cut_after=pages[3].offset + pages[3].size // 2)
+    out: dict[str, Any] = {}
+
+    async def main(url: str) -> None:
+        async with OpenAIEngine(
+            base_url=f"{url}/v1", api_key="x", max_retries=0, read_timeout=READ_TIMEOUT
+        ) as engine, Speaker(
+            engine, format=fmt, trim=fmt == "opus", device_latency=DEVICE_LATENCY
+        ) as speaker:
+            with anyio.fail_after(HANG_GUARD), pytest.raises(StreamInterrupted):
+                await speaker.say("Hello there.")
+            out["speaker"] = speaker
+
+    with FaultyServer(fault) as server, null_sink.record() as rec:
+        anyio.run(main, server.url)
+        recording = rec.stop()
+    sent = fault.body[: server.connections[0].sent]
+    if fmt == "pcm":
+        reader = make_reader("pcm", pcm_rate=24000, pcm_channels=1, pcm_format="s16le")
+        resampler = Resampler(24000, RATE, 1)
+        blocks = [resampler.process(b) for b in (*reader.feed(sent), *reader.close())]
+        reference = np.concatenate([*blocks, resampler.flush()])
+    else:
+        trimmer = SilenceTrimmer(RATE, 1, pause=2 * EDGE_KEEP, lead_keep=EDGE_KEEP)
+        reference = np.concatenate([trimmer.process(decode(sent)), trimmer.flush()])
+    last = len(reference) - (first_nonzero(reference[::-1], 1e-4) or 0)
+    reference = reference[:last]  # up to its last sound: the rest is silence either way
+    offset = find_offset(recording, reference)
+    got = recording[offset : offset + len(reference)]
+    assert len(got) == len(reference), "the recording ends inside the audio"
+    np.testing.assert_allclose(got, reference, atol=1e-5)  # the resampler: equal to rounding
+    assert first_nonzero(recording[offset + len(reference) :], 1e-4) is None
