@@ -65,6 +65,7 @@ from .events import (
 )
 from .formats import AudioReader, MediaType, make_reader, parse_content_type, sniff
 from .policy import StartPolicy
+from .resample import Conformer
 
 __all__ = ["EventStream", "PlaybackResult", "Player", "PlayerStats", "Source"]
 
@@ -226,7 +227,7 @@ class _PcmParams:
 @dataclass(eq=False)
 class _DecodeState:
     reader: AudioReader | None = None
-    conv: _Converter | None = None
+    conv: Conformer | None = None
     head: bytes = b""
     arrived: float = 0.0  # time.monotonic() when the chunk being decoded was received
 
@@ -779,7 +780,7 @@ class Player:
             if self._device is None:
                 await self._open_device(rate, self._open_channels or channels)
             assert self._device is not None
-            state.conv = _Converter(rate, channels, self._device.sample_rate,
+            state.conv = Conformer(rate, channels, self._device.sample_rate,
                                     self._device.channels)
         frames = block.shape[0]
         if frames == 0:
@@ -1062,49 +1063,6 @@ class Player:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-class _Converter:
-    """Channel mapping and resampling from a reader's format to the device's."""
-
-    def __init__(self, rate_in: int, ch_in: int, rate_out: int, ch_out: int) -> None:
-        self.rate_in = rate_in
-        self.ch_in = ch_in
-        self.ch_out = ch_out
-        self._resampler: Any = None
-        if rate_in != rate_out:
-            from .resample import Resampler
-
-            self._resampler = Resampler(rate_in, rate_out, ch_out)
-
-    def _channels(self, block: Frames) -> Frames:
-        block = np.asarray(block, dtype=np.float32)
-        if block.ndim == 1:
-            block = block.reshape(-1, 1)
-        ch = block.shape[1]
-        if ch == self.ch_out:
-            return block
-        if ch == 1:
-            return np.ascontiguousarray(np.repeat(block, self.ch_out, axis=1))
-        if self.ch_out == 1:
-            return np.ascontiguousarray(block.mean(axis=1, keepdims=True, dtype=np.float32))
-        out = np.zeros((block.shape[0], self.ch_out), dtype=np.float32)
-        n = min(ch, self.ch_out)
-        out[:, :n] = block[:, :n]
-        return out
-
-    def process(self, block: Frames) -> Frames:
-        out = self._channels(block)
-        if self._resampler is not None:
-            res: Frames = self._resampler.process(out)
-            return res
-        return out
-
-    def flush(self) -> Frames:
-        if self._resampler is None:
-            return np.zeros((0, self.ch_out), dtype=np.float32)
-        res: Frames = self._resampler.flush()
-        return res
 
 
 def _drain_margin(dev: DeviceOutput) -> int:

@@ -43,7 +43,7 @@ import numpy.typing as npt
 
 from .errors import UsageError
 
-__all__ = ["Resampler"]
+__all__ = ["Conformer", "Resampler"]
 
 Float32Array = npt.NDArray[np.float32]
 Float64Array = npt.NDArray[np.float64]
@@ -313,3 +313,53 @@ class Resampler:
             coef = self._bank[phase]
             for c in range(self.channels):
                 out[lo - start : hi - start, c] = np.einsum("nk,nk->n", self._hist[c][idx], coef)
+
+
+class Conformer:
+    """Blocks of one layout to another: channels mapped, then resampled (streaming).
+
+    Mono is repeated to every output channel; several channels to mono are averaged; otherwise
+    the first channels are kept (and missing ones are silent). The player uses it to bring a
+    reader's blocks to the device's format, the speaker to bring each response to its own.
+
+    Args:
+        rate_in: The blocks' sample rate.
+        ch_in: The blocks' channels.
+        rate_out: The rate to produce.
+        ch_out: The channels to produce.
+    """
+
+    def __init__(self, rate_in: int, ch_in: int, rate_out: int, ch_out: int) -> None:
+        self.rate_in = rate_in
+        self.ch_in = ch_in
+        self.ch_out = ch_out
+        self._resampler = Resampler(rate_in, rate_out, ch_out) if rate_in != rate_out else None
+
+    def _channels(self, block: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        block = np.asarray(block, dtype=np.float32)
+        if block.ndim == 1:
+            block = block.reshape(-1, 1)
+        ch = block.shape[1]
+        if ch == self.ch_out:
+            return block
+        if ch == 1:
+            return np.ascontiguousarray(np.repeat(block, self.ch_out, axis=1))
+        if self.ch_out == 1:
+            return np.ascontiguousarray(block.mean(axis=1, keepdims=True, dtype=np.float32))
+        out = np.zeros((block.shape[0], self.ch_out), dtype=np.float32)
+        n = min(ch, self.ch_out)
+        out[:, :n] = block[:, :n]
+        return out
+
+    def process(self, block: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Convert one block (any number of frames)."""
+        out = self._channels(block)
+        if self._resampler is not None:
+            return self._resampler.process(out)
+        return out
+
+    def flush(self) -> npt.NDArray[np.float32]:
+        """The resampler's tail at the end of the stream (empty if no resampling)."""
+        if self._resampler is None:
+            return np.zeros((0, self.ch_out), dtype=np.float32)
+        return self._resampler.flush()

@@ -69,6 +69,7 @@ from .events import (
 )
 from .formats import make_reader
 from .player import LatencySpec, PlaybackResult, Player
+from .resample import Conformer
 from .segment import Segment, SentenceSegmenter
 from .trim import SilenceTrimmer
 
@@ -788,7 +789,7 @@ class Speaker:
                     pcm_channels=audio.channels or 1,
                     pcm_format=audio.sample_format or "s16le",
                 )
-                conv: _Conform | None = None
+                conv: Conformer | None = None
                 trimmer = self._make_trimmer()
                 dropped: TransportError | None = None
                 try:
@@ -806,7 +807,7 @@ class Speaker:
                                 )
                             )
                         for block in reader.feed(chunk):
-                            conv = conv or _Conform(
+                            conv = conv or Conformer(
                                 reader.sample_rate or native,
                                 reader.channels or block.shape[1],
                                 self._rate,
@@ -822,7 +823,7 @@ class Speaker:
                     # moment), then the sentence fails.
                     dropped = exc
                 for block in reader.close():
-                    conv = conv or _Conform(
+                    conv = conv or Conformer(
                         reader.sample_rate or native,
                         reader.channels or block.shape[1],
                         self._rate,
@@ -1046,47 +1047,6 @@ class Speaker:
 
     def _estimate_frames(self, s: _Sentence) -> int:
         return round(self._estimate(len(s.text)) * self._rate)
-
-
-class _Conform:
-    """A reader's blocks to the speaker's layout: channels mixed, resampled to its rate."""
-
-    def __init__(self, rate_in: int, ch_in: int, rate_out: int, ch_out: int) -> None:
-        self.ch_out = ch_out
-        self._resampler: Any = None
-        if rate_in != rate_out:
-            from .resample import Resampler
-
-            self._resampler = Resampler(rate_in, rate_out, ch_out)
-
-    def _channels(self, block: Frames) -> Frames:
-        block = np.asarray(block, dtype=np.float32)
-        if block.ndim == 1:
-            block = block.reshape(-1, 1)
-        ch = block.shape[1]
-        if ch == self.ch_out:
-            return block
-        if ch == 1:
-            return np.ascontiguousarray(np.repeat(block, self.ch_out, axis=1))
-        if self.ch_out == 1:
-            return np.ascontiguousarray(block.mean(axis=1, keepdims=True, dtype=np.float32))
-        out = np.zeros((block.shape[0], self.ch_out), dtype=np.float32)
-        n = min(ch, self.ch_out)
-        out[:, :n] = block[:, :n]
-        return out
-
-    def process(self, block: Frames) -> Frames:
-        out = self._channels(block)
-        if self._resampler is not None:
-            res: Frames = self._resampler.process(out)
-            return res
-        return out
-
-    def flush(self) -> Frames:
-        if self._resampler is None:
-            return np.zeros((0, self.ch_out), dtype=np.float32)
-        res: Frames = self._resampler.flush()
-        return res
 
 
 def _as_error(exc: Exception) -> BaseException:

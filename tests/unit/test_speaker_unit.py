@@ -20,11 +20,11 @@ from streamtts.events import (
     SpeechError,
     SpeechInterrupted,
 )
+from streamtts.resample import Conformer
 from streamtts.speaker import (
     DEFAULT_CHARS_PER_SECOND,
     SayResult,
     Speaker,
-    _Conform,
     _Sentence,
     _Utterance,
 )
@@ -138,7 +138,7 @@ async def test_the_speaking_rate_starts_at_the_default_and_is_learned_from_playe
 
 
 def test_conform_mixes_stereo_to_mono_and_resamples_to_the_speaker_rate() -> None:
-    conform = _Conform(24000, 2, 48000, 1)
+    conform = Conformer(24000, 2, 48000, 1)
     left = np.full(2400, 0.5, dtype=np.float32)
     stereo = np.stack([left, -left * 0.0], axis=1)
     out = np.concatenate([conform.process(stereo), conform.flush()])
