@@ -64,6 +64,7 @@ from .events import (
     Underrun,
 )
 from .formats import AudioReader, MediaType, make_reader, parse_content_type, sniff
+from .opus import SAMPLE_RATES as OPUS_SAMPLE_RATES
 from .policy import StartPolicy
 from .resample import Conformer
 
@@ -114,9 +115,6 @@ CLOSE_TIMEOUT = 2.0
 #: several callbacks back to back) and a loaded event loop sees bigger ones; 2 s keeps the
 #: recent worst without holding on to one hiccup for a whole conversation.
 BURST_MEMORY = 2.0
-
-#: Opus decodes natively at these rates only; others are decoded at 48 kHz and resampled.
-OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
 Frames: TypeAlias = npt.NDArray[np.float32]
 Source: TypeAlias = (
@@ -756,9 +754,9 @@ class Player:
 
     def _make_reader(self, kind: str, pcm: _PcmParams) -> AudioReader:
         rate = 48000  # Opus decodes at the device rate when it can: no resampling then
-        if self._device is not None and self._device.sample_rate in OPUS_RATES:
+        if self._device is not None and self._device.sample_rate in OPUS_SAMPLE_RATES:
             rate = self._device.sample_rate
-        elif self._open_rate is not None and self._open_rate in OPUS_RATES:
+        elif self._open_rate is not None and self._open_rate in OPUS_SAMPLE_RATES:
             rate = self._open_rate
         return make_reader(kind, sample_rate=rate, pcm_rate=pcm.rate, pcm_channels=pcm.channels,
                            pcm_format=pcm.sample_format)

@@ -93,6 +93,7 @@ import numpy.typing as npt
 
 from .errors import ProtocolError, UsageError
 from .ogg import OggPacket, OggReader
+from .opus import SAMPLE_RATES as OPUS_SAMPLE_RATES
 from .opus import OpusHead, packet_samples
 
 __all__ = [
@@ -823,8 +824,8 @@ class _OggState:
 # A PCM sink: what a Speaker (or any app) plays, sent to the browser listeners
 # --------------------------------------------------------------------------------------------
 
-#: Rates Opus encodes natively; PCM at any other rate is resampled to 48 kHz first.
-_OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+#: Sample layouts of PCM sources. Opus encodes natively at `OPUS_SAMPLE_RATES` only; PCM at
+#: any other rate is resampled to 48 kHz first.
 _PCM_DTYPES = {"f32le": "<f4", "s16le": "<i2"}
 
 
@@ -976,7 +977,7 @@ def _to_opus_rate(
     if dtype is None:
         raise UsageError(f"pcm_format must be one of {sorted(_PCM_DTYPES)}, not {fmt!r}")
     resampler = None
-    if rate not in _OPUS_RATES:
+    if rate not in OPUS_SAMPLE_RATES:
         from .resample import Resampler
 
         resampler = Resampler(rate, SAMPLE_RATE, channels)

@@ -68,6 +68,7 @@ from .events import (
     Underrun,
 )
 from .formats import make_reader
+from .opus import SAMPLE_RATES as OPUS_SAMPLE_RATES
 from .player import LatencySpec, PlaybackResult, Player
 from .resample import Conformer
 from .segment import Segment, SentenceSegmenter
@@ -112,10 +113,6 @@ EVENT_QUEUE = 256
 #: Seconds a stopped utterance waits for the player's report of the frames heard (it is emitted
 #: before the cancelled ``play()`` returns, so this only bounds a broken player).
 STOP_REPORT_TIMEOUT = 1.0
-
-#: Opus decodes natively at these rates; at any other device rate it is decoded at 48 kHz and
-#: resampled here.
-OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -781,7 +778,7 @@ class Speaker:
                 instructions=self.instructions,
                 model=self.model,
             ) as audio:
-                native = self._rate if self._rate in OPUS_RATES else 48000
+                native = self._rate if self._rate in OPUS_SAMPLE_RATES else 48000
                 reader = make_reader(
                     audio.format,
                     sample_rate=native,
@@ -790,6 +787,16 @@ class Speaker:
                     pcm_format=audio.sample_format or "s16le",
                 )
                 conv: Conformer | None = None
+
+                def conformer(block: Frames) -> Conformer:
+                    """The response's layout (known from its first block) to the speaker's."""
+                    return Conformer(
+                        reader.sample_rate or native,
+                        reader.channels or block.shape[1],
+                        self._rate,
+                        self._channels,
+                    )
+
                 trimmer = self._make_trimmer()
                 dropped: TransportError | None = None
                 try:
@@ -807,12 +814,7 @@ class Speaker:
                                 )
                             )
                         for block in reader.feed(chunk):
-                            conv = conv or Conformer(
-                                reader.sample_rate or native,
-                                reader.channels or block.shape[1],
-                                self._rate,
-                                self._channels,
-                            )
+                            conv = conv or conformer(block)
                             self._put(s, conv.process(block), trimmer)
                         while s.buffered > limit:
                             await s.changed.wait()
@@ -823,12 +825,7 @@ class Speaker:
                     # moment), then the sentence fails.
                     dropped = exc
                 for block in reader.close():
-                    conv = conv or Conformer(
-                        reader.sample_rate or native,
-                        reader.channels or block.shape[1],
-                        self._rate,
-                        self._channels,
-                    )
+                    conv = conv or conformer(block)
                     self._put(s, conv.process(block), trimmer)
                 if conv is not None:
                     self._put(s, conv.flush(), trimmer)
