@@ -15,6 +15,10 @@ Goals checked for the adaptive policy:
 3. start delay ≤ 1.3 × the oracle's + 40 ms;
 4. on the fast link, start within two blocks of the first packet.
 
+Chunk streams (a model emitting 0.2–1 s pieces at ≥ 1×, many seeds per generator) are also run
+with a *warm* policy (after another source over the same link), next to the best any causal
+policy could do (see `_chunk_distribution`).
+
 Writes ``benchmarks/results/policy.json`` and ``benchmarks/results/policy_*.png``.
 Run: ``.venv/bin/python benchmarks/bench_policy.py``.
 """
@@ -22,6 +26,7 @@ Run: ``.venv/bin/python benchmarks/bench_policy.py``.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from collections.abc import Callable
@@ -30,13 +35,29 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from traces import Trace, all_traces, jitter_traces, max_relative_delay
+from traces import Trace, all_traces, chunked_traces, jitter_traces, max_relative_delay
 
 from streamtts.policy import SimulationResult, StartPolicy, oracle_start, simulate
 
 BLOCK_S = 480 / 48000
 RESULTS = Path(__file__).resolve().parent / "results"
 SEEDS = 40  # draws per jitter distribution: enough for a stable median and 90th percentile
+#: Draws per chunk-stream generator: the delay goal is met or missed per draw, so more draws
+#: than for a median; 100 runs in a few seconds.
+CHUNK_SEEDS = 100
+#: The warm runs' first source is the same generator's seed + this (never a measured seed).
+WARM_SEED_OFFSET = 1000
+
+#: Chunk streams (a TTS model emitting pieces at ≥ 1×): the generator of ``rate1.2_bursts``,
+#: and neighbours (slower, faster, longer chunks, pauses), keyword arguments of
+#: `traces.chunked_traces`.
+CHUNK_SETS: dict[str, dict[str, Any]] = {
+    "chunks_1.2x_0.2-0.6s": {"rate": 1.2},
+    "chunks_1.05x_0.2-0.6s": {"rate": 1.05},
+    "chunks_1.5x_0.2-0.6s": {"rate": 1.5},
+    "chunks_1.2x_0.3-1.0s": {"rate": 1.2, "chunk": (0.3, 1.0)},
+    "chunks_1.2x_0.2-0.6s_pauses": {"rate": 1.2, "pause": (0.0, 0.1)},
+}
 
 #: 150 000 bytes of 24 kHz 16-bit mono WAV: the preroll of the script this project replaces.
 WAV_150K_S = 150_000 / (24_000 * 2)
@@ -113,6 +134,61 @@ def _distribution(traces: list[Trace]) -> dict[str, Any]:
             "traces_with_underrun": sum(r.underruns > 0 for r in runs),
             "underruns": sum(r.underruns for r in runs),
             "silence_ms_total": round(1000 * sum(r.silence for r in runs), 1),
+            "start_delay_ms": _quantiles(delays),
+            "delay_goal_met": sum(_delay_goal(d, o) for d, o in zip(delays, oracles, strict=True)),
+        }
+    return out
+
+
+def _chunk_distribution(spec: dict[str, Any]) -> dict[str, Any]:
+    """Chunk streams: the adaptive policy fresh and warm, and what any causal policy could do.
+
+    *Warm*: the policy first plays another draw of the same generator (a conversation's
+    earlier sentence over the same link), so it starts with that link's priors.
+
+    The two *reachable* counts bound every policy that never underruns on a continuation the
+    generator could produce after what it has seen. Until the second chunk arrives, a draw of
+    the same generator at 0.9× is indistinguishable (same first chunk, same time), and on it
+    starting on the first chunk underruns: such a policy cannot start before the second
+    chunk (``goal_reachable_without_betting_on_the_rate``). Knowing that the link is ≥ 1× and
+    the longest gap the generator makes (``chunk[1] / rate + pause[1]``), it can start on the first
+    chunk of ``b`` seconds ``gap - b`` (block-rounded) after it
+    (``goal_reachable_knowing_rate_and_longest_gap``; both counts assume an immediate start
+    at the second chunk is safe, so they are upper bounds).
+    """
+    traces = chunked_traces(CHUNK_SEEDS, **spec)
+    warmups = chunked_traces(CHUNK_SEEDS, first_seed=WARM_SEED_OFFSET, **spec)
+    longest_gap = spec.get("chunk", (0.2, 0.6))[1] / spec["rate"] + spec.get("pause", (0, 0))[1]
+    oracles: list[float] = []
+    reach_blind = reach_knowing = 0
+    for trace in traces:
+        first = trace.arrivals[0][0]
+        first_audio = sum(d for t, d in trace.arrivals if t == first)
+        second = min(t for t, _ in trace.arrivals if t > first) - first
+        oracle = oracle_start(trace.arrivals, BLOCK_S) - first
+        oracles.append(oracle)
+        blocks = math.floor(first_audio / BLOCK_S + 1e-9)
+        ahead = math.ceil(max(0.0, longest_gap - blocks * BLOCK_S) / BLOCK_S - 1e-9) * BLOCK_S
+        reach_blind += _delay_goal(max(oracle, second), oracle)
+        reach_knowing += _delay_goal(max(oracle, min(ahead, second)), oracle)
+    out: dict[str, Any] = {
+        "traces": len(traces),
+        "description": traces[0].description,
+        "oracle_delay_ms": _quantiles(oracles),
+        "goal_reachable_without_betting_on_the_rate": reach_blind,
+        "goal_reachable_knowing_rate_and_longest_gap": reach_knowing,
+    }
+    for mode in ("fresh", "warm"):
+        runs = []
+        for trace, warmup in zip(traces, warmups, strict=True):
+            policy = StartPolicy.adaptive(block=BLOCK_S)
+            if mode == "warm":
+                simulate(policy, warmup.arrivals, BLOCK_S)
+            runs.append(simulate(policy, trace.arrivals, BLOCK_S))
+        delays = [r.start_delay or 0.0 for r in runs]
+        out[f"adaptive_{mode}"] = {
+            "traces_with_underrun": sum(r.underruns > 0 for r in runs),
+            "underruns": sum(r.underruns for r in runs),
             "start_delay_ms": _quantiles(delays),
             "delay_goal_met": sum(_delay_goal(d, o) for d, o in zip(delays, oracles, strict=True)),
         }
@@ -304,14 +380,17 @@ def main() -> None:
         "smooth_1.05x_200ms": jitter_traces(SEEDS, rate=1.05, jitter=0.2, smooth=True),
     }
     distributions = {label: _distribution(t) for label, t in sets.items()}
+    chunks = {label: _chunk_distribution(spec) for label, spec in CHUNK_SETS.items()}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    plots = [*_plots(traces, rows), _scatter(sets)]
+    scattered = {**sets, "chunks_1.2x_0.2-0.6s": chunked_traces(SEEDS)}
+    plots = [*_plots(traces, rows), _scatter(scattered)]
     doc = {
         "benchmark": "policy",
         "block_ms": 1000 * BLOCK_S,
         "goals": _goals(rows),
         "traces": rows,
         "jitter_distributions": distributions,
+        "chunk_streams": chunks,
         "call_cost": _call_cost(),
         "plots": plots,
     }

@@ -24,6 +24,7 @@ __all__ = [
     "Trace",
     "all_traces",
     "chunked",
+    "chunked_traces",
     "jitter_traces",
     "max_relative_delay",
     "pages",
@@ -224,6 +225,29 @@ def jitter_traces(
             jitter,
         )
         for seed in range(count)
+    ]
+
+
+def chunked_traces(
+    count: int,
+    *,
+    rate: float = 1.2,
+    chunk: tuple[float, float] = (0.2, 0.6),
+    pause: tuple[float, float] = (0.0, 0.0),
+    first_seed: int = 0,
+) -> list[Trace]:
+    """``count`` seeds of a `chunked` source, from ``first_seed`` (for distributions)."""
+    return [
+        Trace(
+            f"chunks{rate:g}x_{chunk[0]:g}-{chunk[1]:g}s_seed{seed}",
+            f"{rate:g}×, model emits {chunk[0]:g}–{chunk[1]:g} s chunks"
+            + (f", pauses {pause[0]:g}–{pause[1]:g} s" if pause[1] > 0 else ""),
+            tuple(chunked(rate, 6.0, chunk=chunk, pause=pause, seed=seed)),
+            None,
+            rate,
+            chunk[1] / rate,
+        )
+        for seed in range(first_seed, first_seed + count)
     ]
 
 

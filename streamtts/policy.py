@@ -37,12 +37,26 @@ reaches it. The policy predicts the packets' lateness from the arrivals seen so 
    (a whole Ogg page starts at once, a model's first chunk waits for the next); then until
    `MIN_ARRIVAL_EVENTS` arrivals, at least `FEW_ARRIVALS_PREROLL_S`: a late first packet with the
    ones queued behind it looks like a fast link, and a second interval tells them apart.
-5. **Underrun**: the jitter part of the target playback last started with, × `UNDERRUN_GROWTH`,
+5. **Chunks** (a TTS model emitting its audio piece by piece): while every arrival so far
+   was a chunk of at least `CHUNK_MIN_S` that brought at least as much audio as the time
+   since the previous arrival (the link kept pace with real time at every arrival, not just
+   on average), the next chunk is predicted within ``G`` of the last arrival, ``G`` the
+   longest gap between chunks seen (in this source, or the last source's, extrapolated), at
+   least `CHUNK_GAP_S`. The target is then at most ``G - (now - last arrival) + block``: enough to
+   play until that deadline, and by induction through every later chunk, since each brings
+   more audio than its gap costs. The statistics above read a chunk's size as lateness (a
+   chunk arrives when its end is generated) and with two or three arrivals extrapolate it
+   ×2–3.4, holding back a start the chunks themselves show to be safe. Before a second
+   arrival the rate is unknown, and a slow (< 1×) link looks exactly the same: the first
+   chunk alone starts on this deadline only if the last source over this link was such a
+   chunk stream.
+6. **Underrun**: the jitter part of the target playback last started with, × `UNDERRUN_GROWTH`,
    becomes a floor (capped at ``max_preroll``); the stall enters the band once measured.
-6. When the source is complete, anything buffered starts; ``max_preroll`` buffered always starts.
+7. When the source is complete, anything buffered starts; ``max_preroll`` buffered always starts.
 
-Across sources (``reset``), the last source's jitter (decayed) and rate are kept as priors: the
-sentences of one conversation usually come over the same link.
+Across sources (``reset``), the last source's jitter (decayed), rate and, if it was a chunk
+stream, its longest gap between chunks are kept as priors: the sentences of one conversation
+usually come over the same link.
 """
 
 from __future__ import annotations
@@ -70,6 +84,18 @@ BURST_WINDOW_S = 0.005
 #: a whole Ogg page (1 s) starts at once; a TTS model's first chunk (0.2–0.5 s) waits for the
 #: next one, which may take as long as the chunk lasts on a ~1× source.
 FIRST_BURST_PREROLL_S = 0.5
+
+#: An arrival of at least this much audio is a *chunk*: a TTS model's piece of output (models
+#: emit 0.2–1 s), an Ogg page, a server's backlog; not a packet (Opus: at most 120 ms) or a read
+#: of a streaming link (~10–100 ms). 0.2 s: the shortest chunk of those models; a single late
+#: packet with a 0.2 s backlog behind it is already a 200 ms stall, for the statistics to judge.
+CHUNK_MIN_S = 0.2
+
+#: On a chunk stream (see the module docstring, step 5), the next chunk is assumed to arrive
+#: within this of the last one, unless a longer gap has been seen. 0.5 s: the same assumption
+#: as FIRST_BURST_PREROLL_S (a model's next chunk of up to 0.5 s takes about as long as it lasts
+#: on a ~1× source); 0.6 s chunks at 1.2× are 0.5 s apart.
+CHUNK_GAP_S = 0.5
 
 #: Then, until MIN_ARRIVAL_EVENTS arrivals have come, start only with this much. 0.2 s: it covers
 #: a 200 ms gap before the next arrival (the jitter the policy is designed for); an OpenAI-like
@@ -170,12 +196,19 @@ class StartPolicy:
         "_burst_audio",
         "_burst_end",
         "_cfg",
+        "_chunk_stream",
         "_ended",
+        "_event_audio",
+        "_event_gap",
         "_first_time",
+        "_gaps",
         "_hint",
         "_history",
         "_last_time",
+        "_max_gap",
+        "_min_gap",
         "_now",
+        "_prior_chunk_gap",
         "_prior_jitter",
         "_prior_rate",
         "_start_target",
@@ -189,6 +222,7 @@ class StartPolicy:
         self._cfg = _adaptive_config()
         self._prior_jitter = 0.0
         self._prior_rate: float | None = None
+        self._prior_chunk_gap: float | None = None
         self._history: deque[tuple[float, float]] = deque(maxlen=HISTORY_LEN)
         self._stats_cache: tuple[tuple[int, float, float], _Stats] | None = None
         self._hint: float | None = None
@@ -202,6 +236,12 @@ class StartPolicy:
         self._boost = 0.0
         self._start_target = 0.0
         self._underruns = 0
+        self._chunk_stream = True
+        self._event_audio = 0.0
+        self._event_gap = 0.0
+        self._max_gap = 0.0
+        self._min_gap = math.inf
+        self._gaps = 0
 
     # --- constructors ------------------------------------------------------------------------
 
@@ -297,6 +337,10 @@ class StartPolicy:
             rate = self.arrival_rate
             if rate is not None:
                 self._prior_rate = rate
+                # A chunk stream to its end (its last chunk may be a short tail: only its pace
+                # counts) leaves its longest gap; any other source over this link, none.
+                chunks = self._chunk_stream and self._event_audio + _EPS >= self._event_gap
+                self._prior_chunk_gap = self._predicted_gap() if chunks else None
         self._hint = expected_duration
         self._now = now
         self._ended = False
@@ -310,6 +354,12 @@ class StartPolicy:
         self._boost = 0.0
         self._start_target = 0.0
         self._underruns = 0
+        self._chunk_stream = True
+        self._event_audio = 0.0
+        self._event_gap = 0.0
+        self._max_gap = 0.0
+        self._min_gap = math.inf
+        self._gaps = 0
 
     def on_audio(self, now: float, seconds: float) -> None:
         """Record decoded audio that has just arrived (one packet or block).
@@ -337,7 +387,15 @@ class StartPolicy:
         # the chunk, and its first one late by as much: a phantom jitter that also hides a
         # link's slowness from the planning rate.
         if not self._history or now - self._history[-1][0] > BURST_WINDOW_S:
+            if self._history:  # the previous arrival is complete: judge it, start this one
+                self._chunk_stream = self._chunk_stream and self._chunk_kept_pace()
+                self._event_gap = now - self._history[-1][0]
+                self._max_gap = max(self._max_gap, self._event_gap)
+                self._min_gap = min(self._min_gap, self._event_gap)
+                self._gaps += 1
+            self._event_audio = 0.0
             self._history.append((now, self._total))
+        self._event_audio += seconds
         self._total += seconds
         self._last_time = now
 
@@ -441,6 +499,9 @@ class StartPolicy:
         # (relative delay); playback started now needs it `band - live` from now, plus a block
         # because each callback takes a whole block at once.
         jitter_part = max(cfg.min_preroll, plan.band - plan.live + cfg.block)
+        chunk_part = self._chunk_target(now)
+        if chunk_part is not None:
+            jitter_part = min(jitter_part, chunk_part)
         base = jitter_part
         if plan.slope < 1.0:
             base += self._remaining() * (1.0 - plan.slope) / plan.slope
@@ -450,7 +511,46 @@ class StartPolicy:
             # Too few arrivals to tell a regular link from a late first packet with the ones
             # queued behind it: wait for more, unless what came is long enough on its own.
             base = max(base, FEW_ARRIVALS_PREROLL_S)
+        if chunk_part is not None:
+            # A chunk stream at >= 1× needs no drift term, and its chunks answer what the
+            # first-arrival guards wait for (is the link keeping pace?).
+            base = min(base, chunk_part)
         return min(cfg.max_preroll, max(self._boost, base)), jitter_part
+
+    def _chunk_kept_pace(self) -> bool:
+        """Whether the latest arrival is a chunk that brought at least the time since the last."""
+        return self._event_audio + _EPS >= max(CHUNK_MIN_S, self._event_gap)
+
+    def _chunk_target(self, now: float) -> float | None:
+        """The buffer that plays to the next chunk's deadline, if this is a chunk stream.
+
+        None unless every arrival was a chunk that kept pace with real time (step 5 of the
+        module docstring), and none after an underrun; with the first arrival alone, only if
+        the last source over this link was such a stream (a slow link looks the same until
+        the second arrival).
+        """
+        if self._underruns or not self._history:
+            return None  # after an underrun, the statistics and the grown floor decide
+        if not (self._chunk_stream and self._chunk_kept_pace()):
+            return None
+        gap = max(CHUNK_GAP_S, self._max_gap)
+        if self._prior_chunk_gap is not None:
+            gap = max(gap, self._prior_chunk_gap)
+        elif len(self._history) == 1:
+            return None
+        due = gap - (now - self._history[-1][0])
+        return max(self._cfg.min_preroll, due + self._cfg.block)
+
+    def _predicted_gap(self) -> float:
+        """The longest gap between chunks a next source should expect (its prior).
+
+        The longest of ``n`` gaps seen falls short of the longest possible one, by about
+        their range / (n - 1) if they are uniform (the unbiased estimate of the upper end):
+        without it, every other next source would see a longer gap than the last one did.
+        """
+        if self._gaps < 2:
+            return self._max_gap
+        return self._max_gap + (self._max_gap - self._min_gap) / (self._gaps - 1)
 
     def _remaining(self) -> float:
         received = self._total

@@ -324,6 +324,8 @@ def _claims() -> list[tuple[str, str, float]]:
         ("latency.md", r"multiplied by ([\d.]+), becomes", policy.UNDERRUN_GROWTH),
         ("latency.md", r"`max_preroll` \(([\d.]+) s by default\)", policy.DEFAULT_MAX_PREROLL_S),
         ("latency.md", r"and (half) the last jitter", policy.JITTER_MEMORY),
+        ("latency.md", r"chunk of at least ([\d.]+) s", policy.CHUNK_MIN_S),
+        ("latency.md", r"and at least ([\d.]+) s\.", policy.CHUNK_GAP_S),
         ("latency.md", r"Its ceiling is ([\d.]+) s", low),
         ("architecture.md", r"every (\d+) ms: StartPolicy", player.POLL_INTERVAL * 1e3),
         ("architecture.md", r"within (\d+) ms\. It then", player.POLL_INTERVAL * 1e3),

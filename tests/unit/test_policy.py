@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import itertools
+import math
 import random
 
 import pytest
@@ -16,6 +17,7 @@ from streamtts.policy import SimulationResult, StartPolicy, oracle_start, simula
 
 BLOCK = 0.010  # 480 frames at 48 kHz
 PACKET = 0.020
+CHUNK_GAP = streamtts.policy.CHUNK_GAP_S
 
 
 def steady(
@@ -191,6 +193,126 @@ def test_stall_mid_stream_restarts_after_the_backlog_and_plays_to_the_end() -> N
     assert result.underruns == 1
     assert result.finish_time is not None
     assert result.silence < 0.5 + 3 * BLOCK
+
+
+# --- chunk streams (a TTS model emitting pieces of audio) ---------------------------------------
+
+
+def chunks(
+    sizes: list[float], *, rate: float, ttfb: float = 0.15, pause: float = 0.0
+) -> list[tuple[float, float]]:
+    """Chunks of ``sizes`` seconds, each arriving as 20 ms packets when generated at ``rate``."""
+    out: list[tuple[float, float]] = []
+    now = ttfb
+    for k, size in enumerate(sizes):
+        if k:
+            now += size / rate + pause
+        out.extend((now, PACKET) for _ in range(round(size / PACKET)))
+    return out
+
+
+def random_chunk_sizes(seed: int, total: float = 6.0) -> list[float]:
+    """Chunk sizes uniform in [0.2, 0.6] s on the 20 ms grid, adding up to about ``total``."""
+    rng = random.Random(seed)
+    sizes: list[float] = []
+    while sum(sizes) < total:
+        sizes.append(round(rng.uniform(0.2, 0.6) / PACKET) * PACKET)
+    return sizes
+
+
+def shifted(arrivals: list[tuple[float, float]], by: float) -> list[tuple[float, float]]:
+    return [(t + by, d) for t, d in arrivals]
+
+
+SIZES = [0.26, 0.54, 0.30, 0.38, 0.52, 0.22, 0.38, 0.20, 0.48, 0.58, 0.22, 0.42]
+
+
+def test_chunk_stream_starts_on_its_second_chunk_when_chunks_keep_pace() -> None:
+    # 1.2×: the second chunk (0.54 s) arrives 0.45 s after the first (0.26 s). Read as packet
+    # jitter, the chunks' sizes once held the start until 0.83 s (a third chunk and more).
+    arrivals = chunks(SIZES, rate=1.2)
+    second = 0.15 + 0.54 / 1.2
+    result = run(StartPolicy.adaptive(), arrivals)
+    assert result.underruns == 0
+    assert result.start_time == pytest.approx(second)
+
+
+def test_first_chunk_alone_waits_for_the_second_on_a_new_link() -> None:
+    # Until the second chunk, a link slower than real time looks exactly the same.
+    result = run(StartPolicy.adaptive(), chunks(SIZES, rate=1.2))
+    assert result.start_time is not None
+    assert result.start_time >= 0.15 + 0.54 / 1.2 - 1e-9
+
+
+def test_next_source_over_a_chunk_link_starts_on_its_first_chunk_at_the_deadline() -> None:
+    # The last source's chunks came at >= 1×, 0.17–0.48 s apart: the next gap is expected
+    # within the longest one plus the range / (n - 1), 0.515 s. The first chunk (0.26 s)
+    # starts once it covers the time to that deadline, plus a block (on the block grid).
+    gaps = [size / 1.2 for size in SIZES[1:]]
+    expected_gap = max(gaps) + (max(gaps) - min(gaps)) / (len(gaps) - 1)
+    policy = StartPolicy.adaptive()
+    first = run(policy, chunks(SIZES, rate=1.2))
+    assert first.underruns == 0
+    result = simulate(policy, shifted(chunks(SIZES, rate=1.2), 10.0), BLOCK, origin=10.0)
+    assert result.underruns == 0
+    wait = max(CHUNK_GAP, expected_gap) - 0.26 + BLOCK
+    assert result.start_delay == pytest.approx(math.ceil(wait / BLOCK - 1e-6) * BLOCK)
+    assert result.start_delay < 0.54 / 1.2  # before the second chunk
+
+
+def test_next_source_after_a_packet_link_waits_for_its_second_chunk() -> None:
+    policy = StartPolicy.adaptive()
+    run(policy, steady(1.2, 3.0))
+    result = simulate(policy, shifted(chunks(SIZES, rate=1.2), 10.0), BLOCK, origin=10.0)
+    assert result.start_delay is not None
+    assert result.start_delay >= 0.54 / 1.2 - 1e-9
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_chunks_slower_than_real_time_play_through_with_hint(warm: bool) -> None:
+    # 0.9×: every chunk takes longer to come than it lasts, so the chunk deadline never applies
+    # (not even after a source over the same link): the drift term buffers for the rest.
+    sizes = [0.4] * 15
+    policy = StartPolicy.adaptive()
+    if warm:
+        run(policy, chunks(sizes, rate=0.9), hint=6.0)
+    arrivals = shifted(chunks(sizes, rate=0.9), 10.0)
+    result = simulate(policy, arrivals, BLOCK, expected_duration=6.0, origin=10.0)
+    assert result.underruns == 0
+    assert result.start_delay is not None
+    assert result.start_delay >= 0.4 / 0.9  # not before the second chunk
+
+
+def test_lone_packet_followed_by_a_stall_is_not_a_chunk() -> None:
+    # Two packets, then nothing for 0.6 s: a stall, not a model's chunk; wait for the link.
+    arrivals = [(0.1, PACKET), (0.12, PACKET), *steady(1.05, 2.0, ttfb=0.72)]
+    policy = StartPolicy.adaptive()
+    run(policy, chunks(SIZES, rate=1.2))  # even right after a chunk link
+    result = simulate(policy, shifted(arrivals, 10.0), BLOCK, origin=10.0)
+    assert result.start_time is not None
+    assert result.start_time >= 10.72 - 1e-9
+
+
+@pytest.mark.parametrize("rate", [1.05, 1.2, 1.5])
+def test_chunk_streams_at_or_above_real_time_never_underrun_and_warm_starts_sooner(
+    rate: float,
+) -> None:
+    # 30 draws of chunks of 0.2–0.6 s at `rate`, each played on a new policy and on one that
+    # just played another draw over the same link. Gaps between chunks stay within 0.6/1.05 s.
+    earlier = 0
+    for seed in range(30):
+        arrivals = chunks(random_chunk_sizes(seed), rate=rate)
+        fresh = run(StartPolicy.adaptive(), arrivals)
+        policy = StartPolicy.adaptive()
+        run(policy, chunks(random_chunk_sizes(seed + 1000), rate=rate))
+        warm = simulate(policy, shifted(arrivals, 10.0), BLOCK, origin=10.0)
+        assert fresh.start_delay is not None
+        assert warm.start_delay is not None
+        if rate > 1.05:  # at 1.05× a 0.6 s chunk is 0.57 s away: beyond the assumed 0.5 s
+            assert (fresh.underruns, warm.underruns) == (0, 0), seed
+        assert warm.start_delay <= fresh.start_delay + 1e-9, seed
+        earlier += warm.start_delay < fresh.start_delay - 1e-9
+    assert earlier >= 10
 
 
 # --- measurements --------------------------------------------------------------------------------
