@@ -11,14 +11,22 @@ by ONE side only, which the async side polls:
 * callback-owned: ``callbacks``, ``frames_out`` (frames handed to PortAudio, silence included),
   ``silence_frames``, ``underflows`` (PortAudio's ``output_underflow`` flags), ``stalls`` and
   ``starts`` with their positions in small preallocated history arrays, ``flushes_done`` and
-  ``flush_read`` (where the flushed audio stopped), ``ended`` (PortAudio's stream-finished
-  callback ran).
+  ``flush_read`` (where the flushed audio stopped), ``ended``/``finishes`` (PortAudio's
+  stream-finished callback ran).
 
 The output is *playing* iff ``resumes > stalls``: the async side asks for a start by bumping
 ``resumes``; the callback stops by bumping ``stalls`` when the ring runs dry. Running dry exactly
 at ``end_mark`` is the true end of the audio (no fade, not an underrun); anywhere else it is an
 underrun: the last few milliseconds played are faded out and the next start is faded in, so the
 gap does not click.
+
+The stream runs only while there is audio to play. A running stream keeps the device's buffer
+full: of silence while idle, so audio queued then would wait behind a whole buffer of silence (on
+PulseAudio at 100 ms latency the first sample was heard ~100 ms after it was queued). A stream
+*started* with audio already queued plays its first sample at once (~2–5 ms here): at the start
+the device takes a whole buffer's worth in one burst (`DeviceOutput.start_fill` frames, measured
+once when the stream is opened, by starting it silent), so the player starts the stream when the
+ring holds at least that much (or the whole source), and stops it when nothing is left to play.
 
 A lost device (the sound server killed, a USB device unplugged) is found by `DeviceOutput.fault`,
 which the async side polls: PortAudio's ALSA host API ends its callback thread when the server
@@ -69,6 +77,15 @@ BLOCK_SECONDS = 0.010
 #: underflowed in about one run of three (gaps up to 210 ms), 100 ms in none of six. Speech
 #: does not need less; ``device_latency="low"`` (~9 ms on PulseAudio) is there for idle machines.
 DEVICE_LATENCY = 0.100
+
+#: Longest wait for the silent start that measures `DeviceOutput.start_fill` when the stream is
+#: opened. The burst takes 1–5 ms on PulseAudio; a stream that has not finished it by then is
+#: measured as far as it got (the floor below still applies).
+PROBE_TIMEOUT = 0.1
+
+#: The start burst is over when the callback has been quiet this long. Shorter than any steady
+#: callback period (one block, 10 ms), longer than the gaps inside the burst (< 1 ms here).
+PROBE_QUIET = 0.006
 
 #: Seconds of callback clock bounds `DeviceOutput.observe_clock` keeps: long enough to contain
 #: several callback bursts (a sound server asks every 20–100 ms, and only the first callback of
@@ -187,7 +204,17 @@ class DeviceOutput:
         self.ring = RingBuffer(1, channels)  # replaced in open() once the rate is known
         #: Output latency PortAudio reports, in seconds (known after `open`).
         self.output_latency = 0.0
+        #: Frames the device takes at once when the stream starts (its buffer filled in one
+        #: burst): measured by `open`, never less than the output latency and one block.
+        self.start_fill = 0
         self._stream: Any = None
+        self._running = False  # the stream was started (or a start is under way) and not stopped
+        self._stopping = False  # a stop is under way (`resume` is held until it is done)
+        self._pa_lock = anyio.Lock()  # one blocking PortAudio call (stop, close) at a time
+        self._resume_held: bool | None = None  # a resume asked for during the stop (its fade_in)
+        self._stops = 0  # our own stops/aborts, matched against PortAudio's finished callbacks
+        self._epoch = 0  # stream starts so far; the clock restarts at each
+        self._epoch_out = 0  # frames_out when the current start was asked for
         self._closed = False
         self._abandoned = False
         self._watch_callbacks = -1  # callback count at the watchdog's last look
@@ -211,7 +238,9 @@ class DeviceOutput:
         self.starts = 0
         self.flushes_done = 0
         self.flush_read = 0  # ring index where the last flush stopped the audio (after its fade)
-        self.ended = False  # PortAudio's stream-finished callback ran
+        self.ended = False  # PortAudio's stream-finished callback ran (since the last start)
+        self.finishes = 0  # stream-finished callbacks so far (ours and PortAudio's own)
+        self._epoch_cb = -1  # the start (`_epoch`) the callbacks run in, as the callback saw it
         self.stall_read = np.zeros(HISTORY, dtype=np.int64)
         self.stall_out = np.zeros(HISTORY, dtype=np.int64)
         self.stall_clean = np.zeros(HISTORY, dtype=np.bool_)
@@ -227,6 +256,7 @@ class DeviceOutput:
         self._fade_frames = 1
         self._ramp_up: Frames = np.ones((1, 1), dtype=np.float32)
         self._ramp_down: Frames = np.ones((1, 1), dtype=np.float32)
+        self._no_frames: Frames = np.zeros((0, channels), dtype=np.float32)
 
     # ------------------------------------------------------------------ lifecycle (async)
     @property
@@ -270,15 +300,17 @@ class DeviceOutput:
             )
             try:
                 offset = time.monotonic() - stream.time
-                stream.start()
+                fill = self._probe(stream)
             except BaseException:
                 stream.close(ignore_errors=True)
                 raise
-            if self._abandoned:  # the caller gave up waiting: do not leak a running stream
-                stream.abort(ignore_errors=True)
+            if self._abandoned:  # the caller gave up waiting: do not leak a stream
                 stream.close(ignore_errors=True)
                 return None
             self._clock_offset = offset
+            self.start_fill = max(
+                fill, round(float(stream.latency) * rate) + self.blocksize
+            )
             return stream
 
         timeout = self.open_timeout
@@ -297,6 +329,31 @@ class DeviceOutput:
         self.output_latency = float(stream.latency)
         if self.blocksize == 0:
             self.blocksize = int(stream.blocksize) or round(BLOCK_SECONDS * self.sample_rate)
+
+    def _probe(self, stream: Any) -> int:
+        """Start the stream silent, count the frames of its start burst, stop it (a worker
+        thread, inside `open`). Proves the stream can start and leaves it stopped, with every
+        callback-owned counter back at zero."""
+        stream.start()
+        try:
+            begin = last_change = time.monotonic()
+            taken = 0
+            while True:
+                time.sleep(0.001)
+                now = time.monotonic()
+                if self.frames_out != taken:
+                    taken, last_change = self.frames_out, now
+                elif taken and now - last_change >= PROBE_QUIET:
+                    break
+                if now - begin >= PROBE_TIMEOUT:
+                    break
+        finally:
+            self._stops += 1
+            stream.abort(ignore_errors=True)
+        self.callbacks = self.frames_out = self.silence_frames = self.underflows = 0
+        self._cb_time, self._cb_out, self._seq = 0.0, 0, 0
+        self.ended = False
+        return taken
 
     def _choose_rate(self, sd: Any) -> int:
         try:
@@ -329,6 +386,74 @@ class DeviceOutput:
         self._ramp_up = np.ascontiguousarray(ramp.reshape(-1, 1))
         self._ramp_down = np.ascontiguousarray(ramp[::-1].reshape(-1, 1))
 
+    @property
+    def running(self) -> bool:
+        """True from `start` until `stop` (or `close`): the callback runs, every block."""
+        return self._running
+
+    def start(self) -> None:
+        """Start the stream (no-op if it runs or is closed).
+
+        The callback takes `start_fill` frames at once, then one block per block period; the
+        first frame leaves the device a few milliseconds after this returns.
+
+        A blocking call, made on the caller's thread: starting an opened stream takes ~1 ms
+        (PortAudio primes the device and starts its callback thread; `open` has already
+        started this stream once, in its probe), while a hop to a worker thread would cost
+        5–15 ms of first-sound latency whenever the event loop is busy decoding (the worker
+        waits for the GIL).
+
+        Raises:
+            AudioDeviceError: PortAudio refused to start.
+        """
+        if self._running or not self.is_open:
+            return
+        stream = self._stream
+        # Async-owned state for the new start, written while no callback runs.
+        self._running = True
+        self._epoch += 1
+        self._epoch_out = self.frames_out
+        self._t0_window.clear()
+        self.ended = False
+        self._watch_callbacks = -1  # the watchdog counts from its next look
+        sd = load_sounddevice()
+        try:
+            stream.start()
+        except sd.PortAudioError as exc:
+            raise AudioDeviceError(
+                f"cannot start the audio output: {exc}. {NO_DEVICE_HINT}"
+            ) from exc
+
+    async def stop(self) -> None:
+        """Stop the stream at once (abort: what the device still holds is dropped).
+
+        For an idle stream, whose buffer holds only silence, so the next `start` plays its first
+        frame at once instead of behind a buffer of silence. Pending flushes are completed.
+        """
+        if not self._running or not self.is_open:
+            return
+        stream = self._stream
+        self._stops += 1
+        # Hold back starts of playback until the stream has stopped: audio the callback took
+        # now would be aborted unheard.
+        self._stopping = True
+        try:
+
+            def _stop() -> None:
+                stream.abort(ignore_errors=True)
+
+            with anyio.CancelScope(shield=True):  # half-stopped is no state to leave it in
+                async with self._pa_lock:
+                    await anyio.to_thread.run_sync(_stop)
+        finally:
+            self._running = False
+            self._stopping = False
+        if self._resume_held is not None:
+            self.fade_in_next, self._resume_held = self._resume_held, None
+            self.resumes = self.stalls + 1
+        if self.flush_requests != self.flushes_done:
+            self._flush(self._no_frames, 0)  # the callback will not run to do it
+
     async def close(self, *, abort: bool = True) -> None:
         """Stop and close the stream (``abort``: drop what PortAudio still holds, at once).
 
@@ -341,14 +466,19 @@ class DeviceOutput:
         if stream is None:
             return
 
-        def _close() -> None:
-            if abort:
-                stream.abort(ignore_errors=True)
-            else:
-                stream.stop(ignore_errors=True)
-            stream.close(ignore_errors=True)
+        async with self._pa_lock:  # a stop under way ends first: PortAudio calls never overlap
+            running = self._running
+            if running:
+                self._stops += 1
 
-        await anyio.to_thread.run_sync(_close, abandon_on_cancel=True)
+            def _close() -> None:
+                if running and abort:
+                    stream.abort(ignore_errors=True)
+                elif running:
+                    stream.stop(ignore_errors=True)
+                stream.close(ignore_errors=True)
+
+            await anyio.to_thread.run_sync(_close, abandon_on_cancel=True)
 
     # ------------------------------------------------------------------ polling (async side)
     def fault(self, now: float) -> str | None:
@@ -363,9 +493,9 @@ class DeviceOutput:
             for `STALL_TIMEOUT` seconds. Time during which this was not called (the event loop
             itself was blocked) is not held against the device.
         """
-        if self._stream is None or self._closed:
+        if self._stream is None or self._closed or not self._running:
             return None
-        if self.ended:
+        if self.finishes > self._stops:
             return (
                 "the audio device stopped: PortAudio ended the output stream on its own "
                 "(the sound server went away or the device was unplugged)"
@@ -421,19 +551,20 @@ class DeviceOutput:
 
     @property
     def clock_ready(self) -> bool:
-        """True once the stream has started (`device_time` is then meaningful)."""
-        return self.callbacks > 0
+        """True once the current start has called back (`device_time` is then meaningful)."""
+        return self.callbacks > 0 and self._epoch_cb == self._epoch
 
     def device_time(self, out_index: int) -> float:
         """Estimated monotonic time at which output frame ``out_index`` leaves the device.
 
-        See `observe_clock`. The stream's first frame is taken to leave at the first callback;
-        a sound server adds a few ms of its own (7–9 ms seen on the PulseAudio null sink's
-        monitor).
+        See `observe_clock`. The first frame of each start is taken to leave at that start's
+        first callback; a sound server adds a few ms of its own (7–9 ms seen on the PulseAudio
+        null sink's monitor). Frames of an earlier start are placed on the current start's line
+        (they have all left the device before the stream is stopped).
         """
-        if not self.callbacks:
+        if not self.clock_ready:
             return time.monotonic() + self.output_latency
-        t0 = self._first_cb_time + self._clock_offset
+        t0 = self._first_cb_time + self._clock_offset - self._epoch_out / self.sample_rate
         if self._t0_window:
             t0 = max(t0, self._t0_window[0][1])
         return t0 + out_index / self.sample_rate
@@ -444,16 +575,30 @@ class DeviceOutput:
         return self.resumes > self.stalls
 
     def resume(self, *, fade_in: bool) -> None:
-        """Ask the callback to start playing from the ring (no-op if it already plays)."""
+        """Ask the callback to start playing from the ring (no-op if it already plays).
+
+        While the stream is being stopped, the request is held until it has stopped.
+        """
         if self.resumes > self.stalls:
+            return
+        if self._stopping:
+            self._resume_held = fade_in
             return
         self.fade_in_next = fade_in  # written before the request that publishes it
         self.resumes = self.stalls + 1
 
-    def flush(self) -> None:
-        """Ask the callback to drop all queued audio and stop within one block (fading out)."""
-        self.flush_to = self.ring.write_index
+    def flush(self, to: int | None = None) -> None:
+        """Ask the callback to drop queued audio and stop within one block (fading out).
+
+        Args:
+            to: Drop up to this ring index (default: everything written so far).
+
+        On an opened stream that is stopped, the flush is done here and now.
+        """
+        self.flush_to = self.ring.write_index if to is None else to
         self.flush_requests += 1
+        if self.is_open and not self._running:
+            self._flush(self._no_frames, 0)
 
     # ------------------------------------------------------------------ the PortAudio thread
     def _callback(self, outdata: Frames, frames: int, time_info: Any, status: Any) -> None:
@@ -470,7 +615,8 @@ class DeviceOutput:
         self._cb_time = time_info.currentTime
         self._cb_out = self.frames_out
         self._seq += 1
-        if not self.callbacks:
+        if self._epoch_cb != self._epoch:  # first callback of this start
+            self._epoch_cb = self._epoch
             self._first_cb_time = self._cb_time  # the device starts taking frames now
         if status.output_underflow:
             self.underflows += 1
@@ -509,8 +655,9 @@ class DeviceOutput:
 
     def _finished(self) -> None:
         """PortAudio's stream-finished callback (PORTAUDIO THREAD): it runs once, when the stream
-        ends, by our ``stop``/``abort`` or on its own (a lost device). Only sets a flag."""
+        ends, by our ``stop``/``abort`` or on its own (a lost device). Only counts."""
         self.ended = True
+        self.finishes += 1
 
     def _flush(self, outdata: Frames, frames: int) -> int:
         """Cancellation: fade out over a few ms, drop the rest, stop (PortAudio thread)."""

@@ -14,6 +14,11 @@ frame has really left the device (output frames ≥ its end + the output latency
 because PortAudio drops the last blocks of a stopped stream. The stream keeps running (silence)
 between sources, so sources queued by concurrent ``play()`` calls follow one another with no gap.
 
+A *control* task starts the output stream when the policy first says start, with the audio
+already queued (a running idle stream would make it wait behind a device buffer of silence), and
+stops it once everything played has left the device and nothing else is playing, so the next
+source also starts at once (`streamtts.device`).
+
 Every ring index is absolute, so the ring index doubles as "frames of audio played": events'
 ``position`` is that index.
 """
@@ -109,6 +114,17 @@ EVENT_QUEUE = 256
 
 #: Seconds allowed for cleanup (closing a source, stopping the stream) once cancelled.
 CLOSE_TIMEOUT = 2.0
+
+#: Seconds the stream keeps running after the last audio has left the device, by its clock,
+#: before it is stopped (idle): the sound server plays a few ms more of its own after PortAudio
+#: (7–9 ms seen on PulseAudio), and stopping aborts whatever it still holds. A source arriving
+#: within it starts behind the device's buffer of silence instead of at once.
+STOP_GUARD = 0.03
+
+#: After a stream start, the device's consumption is not measured as a burst for this long: the
+#: start takes a whole device buffer at once (`DeviceOutput.start_fill`), once, and counting it
+#: would make every restart in the next `BURST_MEMORY` seconds wait for that much more audio.
+START_SETTLE = 0.03
 
 #: Seconds over which the device's largest burst of consumption is remembered. Sound servers
 #: take audio in bursts (PulseAudio through ALSA: ~20 ms at 40 ms latency, ~50 ms at 250 ms,
@@ -298,6 +314,7 @@ class Player:
         self._device: DeviceOutput | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._poll_scope: anyio.CancelScope | None = None  # made in the poller (needs a loop)
+        self._control_scope: anyio.CancelScope | None = None  # made in the control task
         self._entered = False
         self._closed = False
         self._lock = anyio.Lock()
@@ -311,6 +328,11 @@ class Player:
         self._synced_read = 0  # ring read index when the runs were last synced
         self._last_frames_out = 0
         self._steady_round = False  # the last poller round slept STEADY_POLL_INTERVAL
+        self._control_wake = anyio.Event()  # wakes the control task (start/stop the stream)
+        self._poll_wake = anyio.Event()  # wakes the poller early (a stream start)
+        self._started_stream_at = 0.0  # monotonic time of the latest stream start
+        self._restart_wanted = False  # restart the idle running stream for a new source
+        self._open_early: tuple[int, int] | None = None  # (rate, channels) to open the device at
         self._bursts: deque[tuple[float, int]] = deque()  # (poll time, frames taken since last)
         self._burst = 0  # most frames the device took between two polls within BURST_MEMORY
         self._stalls: dict[int, _Stall] = {}
@@ -337,6 +359,7 @@ class Player:
             if self._open_rate is not None:
                 await self._open_device(self._open_rate, self._open_channels or 1)
             tg.start_soon(self._poll_forever)
+            tg.start_soon(self._control_forever)
         except BaseException as exc:
             tg.cancel_scope.cancel()
             await tg.__aexit__(type(exc), exc, exc.__traceback__)
@@ -393,6 +416,8 @@ class Player:
                 sub._end()
             if self._poll_scope is not None:
                 self._poll_scope.cancel()
+            if self._control_scope is not None:
+                self._control_scope.cancel()
 
     @property
     def sample_rate(self) -> int | None:
@@ -598,8 +623,7 @@ class Player:
         if dev is not None and src.begin is not None and src.end is not None:
             stopped_at = dev.ring.read_index
             if stopped_at < src.end:
-                dev.flush_to = src.end
-                dev.flush_requests += 1
+                dev.flush(to=src.end)
                 while dev.flushes_done != dev.flush_requests and dev.is_open:
                     await self._next_poll()
                 if dev.flushes_done == dev.flush_requests:
@@ -627,7 +651,7 @@ class Player:
             run = self._runs[-1]
             last = dev.frames_out if run.end is None else run.out + run.end - run.start
         margin = _drain_margin(dev)
-        while dev.is_open and dev.frames_out < last + margin:
+        while dev.is_open and dev.running and dev.frames_out < last + margin:
             await self._next_poll()
 
     async def _next_poll(self) -> None:
@@ -730,6 +754,9 @@ class Player:
             piece = data[i : i + FEED_CHUNK]
             blocks = reader.feed(piece)
             src.pending_bytes -= len(piece)
+            if self._device is None and reader.sample_rate and reader.channels:
+                self._open_early = (reader.sample_rate, self._open_channels or reader.channels)
+                self._control_wake.set()
             self._forward_events(src, reader)
             for block in blocks:
                 await self._push(src, state, block)
@@ -837,11 +864,88 @@ class Player:
                 interval = self._poll_interval()
                 # A steady round's gap is not a device burst: `_measure_burst` skips it.
                 self._steady_round = interval == STEADY_POLL_INTERVAL
-                await anyio.sleep(interval)
+                with anyio.move_on_after(interval):
+                    await self._poll_wake.wait()
+                self._poll_wake = anyio.Event()
+
+    async def _control_forever(self) -> None:
+        """Start the stream when playback is asked for; stop it once idle (see the module doc).
+
+        The only task that starts or stops the stream, so a start and a stop never overlap. It
+        also opens the device early, as soon as a source's rate is known.
+        """
+        with anyio.CancelScope() as self._control_scope:
+            if self._closed:
+                return
+            await self._control_loop()
+
+    async def _control_loop(self) -> None:
+        while True:
+            dev = self._device
+            acted = False
+            if dev is None and self._open_early is not None:
+                # The source's rate is known (its header is in): open the device now, while
+                # the first audio is still on its way (opening takes 10–50 ms).
+                rate, channels = self._open_early
+                self._open_early = None
+                with contextlib.suppress(StreamTTSError):  # the decoder's own open reports it
+                    await self._open_device(rate, channels)
+                acted = True
+            elif dev is not None and dev.is_open and self._device_error is None:
+                try:
+                    if dev.playing and not dev.running:
+                        self._started_stream_at = time.monotonic()
+                        self._bursts.clear()
+                        self._burst = 0
+                        dev.start()
+                        self._poll_wake.set()  # follow the start at the fast rate
+                        acted = True
+                    elif dev.running and self._may_stop(
+                        dev, time.monotonic(), restart=self._restart_wanted
+                    ):
+                        await dev.stop()
+                        self._last_frames_out = dev.frames_out
+                        self._restart_wanted = False
+                        self._maybe_start(time.monotonic())
+                        acted = True
+                except AudioDeviceError as exc:
+                    self._device_error = str(exc)
+                    self._poll_wake.set()
+            if not acted:
+                await self._control_wake.wait()
+                self._control_wake = anyio.Event()
+
+    def _may_stop(self, dev: DeviceOutput, now: float, *, restart: bool = False) -> bool:
+        """True when the running stream may be stopped: nothing plays and every frame played
+        has left the device. ``restart``: to start again at once, for a new source waiting in
+        the ring (its first frame would otherwise queue behind the device's buffer of silence).
+        """
+        if dev.playing or dev.flushes_done != dev.flush_requests:
+            return False
+        if dev.ring.readable() and not restart:
+            return False
+        read = dev.ring.read_index
+        for src in self._active:
+            if src.begin is None or src.done.is_set():
+                continue
+            if not restart or src.begin < read:
+                return False  # mid-source (an underrun, or its last frames draining)
+        self._sync_runs(now)
+        last = 0
+        if self._runs:
+            run = self._runs[-1]
+            if run.end is None:
+                return False
+            last = run.out + run.end - run.start
+        return now >= dev.device_time(last) + STOP_GUARD
 
     def _poll_interval(self) -> float:
         """`POLL_INTERVAL`, or `STEADY_POLL_INTERVAL` while nothing can need a decision soon."""
         dev = self._device
+        if dev is not None and not dev.running and not dev.playing and not any(
+            src.begin is not None for src in self._active
+        ):
+            return STEADY_POLL_INTERVAL  # idle and stopped: a start wakes the poller
         if dev is None or not dev.playing:
             return POLL_INTERVAL
         steady = int(STEADY_BUFFER * dev.sample_rate)
@@ -974,9 +1078,11 @@ class Player:
                 self._emit(PlaybackFinished(now, src.end, src.index, src.end - src.begin,
                                             src.underruns, src.underrun_ms))
         self._prune_runs()
-        # 4. Start or restart.
+        # 4. Start or restart; stop an idle stream.
         self._measure_burst(dev, now)
         self._maybe_start(now)
+        if dev.running and self._may_stop(dev, now, restart=self._restart_wanted):
+            self._control_wake.set()
         self._progress.set()
         self._progress = anyio.Event()
 
@@ -1034,9 +1140,17 @@ class Player:
             return
         src = self._owner(ring.read_index)
         restart = src is not None and src.begin is not None and ring.read_index > src.begin
+        if dev.running and not restart and self._runs and self._runs[-1].end is not None:
+            # A new source on an idle running stream: its buffer is full of silence. Stop the
+            # stream once the audio before has left it, and start it afresh (the control task).
+            self._restart_wanted = True
+            self._control_wake.set()
+            return
         # The policy plans for a device taking one block at a time; a device that takes a
-        # larger burst at once runs the ring dry that much earlier, so it is not counted.
-        lead = max(0, self._burst - dev.blocksize)
+        # larger burst at once runs the ring dry that much earlier, so it is not counted. A
+        # stopped stream takes a whole device buffer at once when it starts.
+        burst = self._burst if dev.running else dev.start_fill
+        lead = max(0, burst - dev.blocksize)
         if (
             src is None
             or src.complete
@@ -1044,12 +1158,14 @@ class Player:
             or src.policy.should_start(now, max(0, readable - lead) / dev.sample_rate)
         ):
             dev.resume(fade_in=restart)
+            if not dev.running:
+                self._control_wake.set()
 
     def _measure_burst(self, dev: DeviceOutput, now: float) -> None:
         """Track the most output frames the device took between two polls, lately."""
         taken = dev.frames_out - self._last_frames_out
         self._last_frames_out = dev.frames_out
-        if self._steady_round:
+        if self._steady_round or now < self._started_stream_at + START_SETTLE:
             return
         window = self._bursts
         while window and window[0][0] < now - BURST_MEMORY:

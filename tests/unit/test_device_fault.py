@@ -18,6 +18,7 @@ def dev() -> DeviceOutput:
     device = DeviceOutput(RATE, 1, ring_seconds=0.1)
     device._prepare(RATE)
     device._stream = object()  # what a successful open() leaves
+    device._running = True  # ... and start()
     return device
 
 
