@@ -9,6 +9,12 @@
    ``Player`` from bytes, per output latency: first-sound latency (``play()`` call to first
    sample at the device, device open included on the first play, not on later ones), and how
    long after the last sample's device time ``play()`` returned.
+3. ``cpu_while_playing`` (needs a sound server): the process's CPU time (all threads) while
+   `Player` plays a pre-buffered tone steadily, as a percentage of one core, against a bare
+   sounddevice stream whose callback only copies from an array (the floor any Python player
+   pays: PortAudio's and the sound server client's threads, the callback wrapper). Each
+   measurement runs in a fresh process, alternating, `CPU_REPEATS` times; medians reported.
+   Issue goal: ≤ 1.5 % of one core.
 
 Run: ``.venv/bin/python benchmarks/bench_player.py`` (writes ``benchmarks/results/player.json``).
 """
@@ -35,6 +41,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BLOCK = 480
 RUNS = 20_000  # callbacks timed per case: enough for a stable 99th percentile
 PLAYS = 5  # plays per latency setting
+CPU_SECONDS = 8.0  # audio played per CPU measurement (the first 0.5 s is not counted)
+CPU_REPEATS = 3  # measurements per system, alternating (other load on the machine varies)
 
 
 def _stats(samples: list[float]) -> dict[str, float]:
@@ -139,8 +147,73 @@ def bench_device() -> dict[str, Any]:
     return out
 
 
+def _cpu_bare(x: np.ndarray) -> float:
+    import sounddevice as sd
+
+    pos = 0
+
+    def callback(out: np.ndarray, frames: int, _time: Any, _status: Any) -> None:
+        nonlocal pos
+        n = min(frames, len(x) - pos)
+        out[:n, 0] = x[pos : pos + n]
+        out[n:] = 0.0
+        pos += n
+
+    with sd.OutputStream(samplerate=48000, channels=1, dtype="float32", blocksize=BLOCK,
+                         latency=0.1, callback=callback):
+        time.sleep(0.5)
+        c0, t0 = time.process_time(), time.monotonic()
+        time.sleep(CPU_SECONDS - 1.0)
+        c1, t1 = time.process_time(), time.monotonic()
+    return (c1 - c0) / (t1 - t0)
+
+
+async def _cpu_player(x: np.ndarray) -> float:
+    wav = wav_header(48000, 1, sample_format="f32le", frames=len(x)) + x.tobytes()
+    async with Player(sample_rate=48000) as player, anyio.create_task_group() as tg:
+        tg.start_soon(player.play, wav)
+        await anyio.sleep(0.5)
+        c0, t0 = time.process_time(), time.monotonic()
+        await anyio.sleep(CPU_SECONDS - 1.0)
+        c1, t1 = time.process_time(), time.monotonic()
+    return (c1 - c0) / (t1 - t0)
+
+
+def _cpu_one(system: str) -> None:
+    """Child process: one measurement, printed as a number (fraction of a core)."""
+    frames = int(48000 * CPU_SECONDS)
+    x = (0.3 * np.sin(np.arange(1, frames + 1) * 2 * np.pi * 300 / 48000)).astype(np.float32)
+    print(_cpu_bare(x) if system == "bare" else anyio.run(_cpu_player, x))
+
+
+def bench_cpu() -> dict[str, Any]:
+    import subprocess
+
+    got: dict[str, list[float]] = {"bare_sounddevice": [], "player": []}
+    for _ in range(CPU_REPEATS):
+        for name, arg in (("bare_sounddevice", "bare"), ("player", "player")):
+            proc = subprocess.run([sys.executable, __file__, "--cpu-one", arg],
+                                  capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                return {"skipped": proc.stderr.strip().splitlines()[-1:]}
+            got[name].append(100.0 * float(proc.stdout.strip().splitlines()[-1]))
+    out: dict[str, Any] = {
+        name: {"median_pct_of_core": round(statistics.median(v), 2),
+               "runs_pct": [round(r, 2) for r in v]}
+        for name, v in got.items()
+    }
+    out["player_minus_bare_pct"] = round(
+        out["player"]["median_pct_of_core"] - out["bare_sounddevice"]["median_pct_of_core"], 2)
+    out["goal_le_1.5_pct_met"] = out["player"]["median_pct_of_core"] <= 1.5
+    return out
+
+
 def main() -> None:
-    results = {"callback": bench_callback(), "device": bench_device()}
+    if len(sys.argv) == 3 and sys.argv[1] == "--cpu-one":
+        _cpu_one(sys.argv[2])
+        return
+    results = {"callback": bench_callback(), "device": bench_device(),
+               "cpu_while_playing": bench_cpu()}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "player.json").write_text(json.dumps(results, indent=2) + "\n")
     json.dump(results, sys.stdout, indent=2)
