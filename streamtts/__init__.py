@@ -79,7 +79,7 @@ from .opus import (
 )
 from .player import PlaybackResult, Player, PlayerStats
 from .policy import StartPolicy
-from .relay import RelayHub, RelayListener, RelayResult, RelaySink
+from .relay import RelayHub, RelayListener, RelayPlayhead, RelayResult, RelaySink
 from .resample import Resampler
 from .segment import Segment, SentenceSegmenter
 from .speaker import SayResult, Speaker
@@ -126,6 +126,7 @@ __all__ = [
     "RateLimitError",
     "RelayHub",
     "RelayListener",
+    "RelayPlayhead",
     "RelayResult",
     "RelaySink",
     "RequestSent",

@@ -113,6 +113,7 @@ __all__ = [
     "RelayListener",
     "RelayMessage",
     "RelayPacket",
+    "RelayPlayhead",
     "RelayResult",
     "RelaySink",
     "SpeakRequest",
@@ -281,6 +282,8 @@ class RelayEnd:
 
 
 RelayMessage: TypeAlias = RelayHead | RelayPacket | RelayEnd
+#: ``on_head`` callbacks of the publishing methods: told each utterance's head as it goes out.
+HeadCallback: TypeAlias = Callable[[RelayHead], None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,6 +507,48 @@ class RelayResult:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class RelayPlayhead:
+    """Where the hub's on-time listener is in an utterance (`RelayHub.playhead`).
+
+    The on-time listener (see the module doc) starts at the utterance's first packet and plays
+    in real time, never past the packets published: it is what a listener with no network delay
+    and no buffer hears, the relay's clock.
+
+    Attributes:
+        utterance: The utterance.
+        position: Granule position (48 kHz, pre-skip included) it has played up to.
+        published: Granule position after the last packet published.
+        pre_skip: The stream's pre-skip: its first audible sample is at this position.
+        started: Hub-clock time of the first packet (None: no packet yet).
+        time: Hub-clock time of this snapshot.
+        end: How the utterance ended (see `RelayEnd`), None while it is being published.
+        underruns: Times it ran out of published audio before the end (the source was late),
+            the one going on included.
+        underrun_seconds: Silence it waited through in those, in all (so far).
+        waiting: It is waiting for audio now (an underrun not over yet).
+        underrun_position: Granule position at which it last ran dry (None: never).
+    """
+
+    utterance: int
+    position: int
+    published: int
+    pre_skip: int
+    started: float | None
+    time: float
+    end: str | None
+    underruns: int = 0
+    underrun_seconds: float = 0.0
+    waiting: bool = False
+    underrun_position: int | None = None
+
+    @property
+    def remaining(self) -> float:
+        """Seconds of published audio it has still to play (once the end is published, the
+        time left until it has played everything)."""
+        return (self.published - self.position) / SAMPLE_RATE
+
+
 class _Broadcast:
     """One utterance's state: the on-time listener's clock and the packets still ahead of it."""
 
@@ -515,11 +560,23 @@ class _Broadcast:
         self.end: RelayEnd | None = None
         self.live = 0.0  # the on-time listener's position
         self.live_at: float | None = None  # when it was computed (None: not started)
+        self.started: float | None = None  # when its first packet was published
+        self.stalls = 0  # times the on-time listener ran dry before the end
+        self.stalled = 0.0  # samples of silence it waited, in all
+        self.dry_at: int | None = None  # where it waits now (None: it is playing)
+        self.last_dry_at: int | None = None  # where it waited last
 
     def advance(self, now: float) -> float:
         """Move the on-time listener to *now*; forget packets it (and the pre-roll) passed."""
         if self.live_at is not None:
-            self.live = min(float(self.position), self.live + (now - self.live_at) * SAMPLE_RATE)
+            reach = self.live + (now - self.live_at) * SAMPLE_RATE
+            if reach > self.position and self.started is not None and self.end is None:
+                # It ran out of published audio before the end: it waits (an underrun).
+                if self.dry_at is None:
+                    self.stalls += 1
+                    self.dry_at = self.last_dry_at = self.position
+                self.stalled += reach - max(self.live, float(self.position))
+            self.live = min(float(self.position), reach)
         self.live_at = now
         while self.kept and self.kept[0].end + PREROLL <= self.live:
             self.kept.popleft()
@@ -607,6 +664,35 @@ class RelayHub:
         self._listeners.add(listener)
         return listener
 
+    def playhead(self, utterance: int | None = None) -> RelayPlayhead | None:
+        """Where the on-time listener is now in the latest utterance (the relay's clock).
+
+        Args:
+            utterance: Only for this utterance (None: whichever is the latest).
+
+        Returns:
+            A snapshot, or None if no utterance was published yet or the latest is another
+            one (``utterance`` was replaced by a newer one, or has not begun).
+        """
+        cur = self._current
+        if cur is None or (utterance is not None and cur.head.utterance != utterance):
+            return None
+        now = self._clock()
+        live = cur.advance(now) if cur.started is not None else 0.0
+        return RelayPlayhead(
+            cur.head.utterance,
+            int(live),
+            cur.position,
+            cur.head.head.pre_skip,
+            cur.started,
+            now,
+            None if cur.end is None else cur.end.reason,
+            cur.stalls,
+            cur.stalled / SAMPLE_RATE,
+            cur.dry_at is not None,
+            cur.last_dry_at,
+        )
+
     def _publish(self, message: RelayMessage) -> None:
         for listener in self._listeners:
             listener._put(message)
@@ -631,7 +717,9 @@ class RelayHub:
             listener._end()
         self._listeners.clear()
 
-    def _begin(self, head: OpusHead, text: str, voice: str | None) -> _Broadcast:
+    def _begin(
+        self, head: OpusHead, text: str, voice: str | None, on_head: HeadCallback | None
+    ) -> _Broadcast:
         cur = self._current
         if cur is not None and cur.end is None:
             self._finish(cur, "replaced")
@@ -639,6 +727,8 @@ class RelayHub:
         self._next_utterance += 1
         self._current = b
         self._publish(b.head)
+        if on_head is not None:
+            on_head(b.head)
         return b
 
     def _finish(self, b: _Broadcast, reason: str) -> None:
@@ -655,14 +745,22 @@ class RelayHub:
             b.advance(self._clock())
         if b.end is not None:
             return  # stopped while waiting
+        if b.started is None:
+            b.started = b.live_at
         packet = RelayPacket(b.head.utterance, b.sequence, b.position, samples, data, final)
         b.sequence += 1
         b.position += samples
+        b.dry_at = None
         b.kept.append(packet)
         self._publish(packet)
 
     async def relay_ogg(
-        self, chunks: AsyncIterable[bytes], *, text: str = "", voice: str | None = None
+        self,
+        chunks: AsyncIterable[bytes],
+        *,
+        text: str = "",
+        voice: str | None = None,
+        on_head: HeadCallback | None = None,
     ) -> RelayResult:
         """Publish an Ogg Opus byte stream as it arrives; return when it has been published.
 
@@ -677,6 +775,8 @@ class RelayHub:
                 ``contextlib.aclosing``.
             text: The text being spoken (sent in the head; informational).
             voice: The voice (informational).
+            on_head: Called with each utterance's head as it is published (one per chained
+                stream), e.g. to follow it with `playhead`.
 
         Raises:
             ProtocolError: The stream held no Opus stream (nothing was published), or a
@@ -686,7 +786,7 @@ class RelayHub:
         if self._closed:
             raise UsageError("the relay hub is closed")
         self.stop("replaced")
-        state = _OggState(self, text, voice)
+        state = _OggState(self, text, voice, on_head)
         self._active = state
         try:
             with state.scope:
@@ -725,6 +825,7 @@ class RelayHub:
         text: str = "",
         voice: str | None = None,
         bitrate: int | None = None,
+        on_head: HeadCallback | None = None,
     ) -> RelayResult:
         """Encode PCM to Opus and publish it as one utterance (for apps that make their own audio).
 
@@ -736,6 +837,7 @@ class RelayHub:
             text: The text being spoken (informational).
             voice: The voice (informational).
             bitrate: Opus bitrate (None: libopus's default).
+            on_head: Called with the utterance's head as it is published.
 
         Raises:
             UsageError: A rate or channel count Opus cannot encode.
@@ -758,7 +860,7 @@ class RelayHub:
 
         gen = ogg()
         try:
-            return await self.relay_ogg(gen, text=text, voice=voice)
+            return await self.relay_ogg(gen, text=text, voice=voice, on_head=on_head)
         finally:
             with anyio.CancelScope(shield=True):
                 await gen.aclose()
@@ -767,10 +869,13 @@ class RelayHub:
 class _OggState:
     """`RelayHub.relay_ogg`'s per-call demux state: which stream, which packet of it."""
 
-    def __init__(self, hub: RelayHub, text: str, voice: str | None) -> None:
+    def __init__(
+        self, hub: RelayHub, text: str, voice: str | None, on_head: HeadCallback | None
+    ) -> None:
         self.hub = hub
         self.text = text
         self.voice = voice
+        self.on_head = on_head
         self.serial: int | None = None
         self.index = 0  # packets of the current link so far (0: OpusHead, 1: OpusTags)
         self.broadcast: _Broadcast | None = None
@@ -789,7 +894,7 @@ class _OggState:
             self.serial = p.serial
             self.index = 1
             self.complete = False
-            self.broadcast = self.hub._begin(head, self.text, self.voice)
+            self.broadcast = self.hub._begin(head, self.text, self.voice, self.on_head)
             self.utterances.append(self.broadcast.head.utterance)
             return
         if p.serial != self.serial or self.broadcast is None or self.complete:
@@ -834,7 +939,10 @@ class RelaySink:
 
     `play` takes the same source and keyword arguments as ``Player.play`` for PCM, so an app
     (or the `Speaker`) can hand it what it would hand the player; `tap` passes a source through
-    unchanged while relaying a copy, to play locally *and* in the browsers.
+    unchanged while relaying a copy, to play locally *and* in the browsers. As with a player,
+    concurrent `play` calls (and taps) on one sink are published one after another, in call
+    order, each as its own utterance: listeners play them back to back (a publisher calling the
+    hub directly still replaces the utterance being published, as a barge-in).
 
     Args:
         hub: The hub whose listeners receive the audio.
@@ -844,6 +952,7 @@ class RelaySink:
     def __init__(self, hub: RelayHub, *, bitrate: int | None = None) -> None:
         self.hub = hub
         self.bitrate = bitrate
+        self._turn = anyio.Lock()  # one utterance published at a time (FIFO, as anyio's Lock)
 
     async def play(
         self,
@@ -856,8 +965,11 @@ class RelaySink:
         expected_duration: float | None = None,
         text: str = "",
         voice: str | None = None,
+        on_head: HeadCallback | None = None,
     ) -> RelayResult:
         """Relay one source as one utterance; return when it has been published.
+
+        A call made while another one publishes on this sink waits for it to end.
 
         Args:
             source: PCM blocks (bytes in ``pcm_format``, or float32 arrays shaped
@@ -870,6 +982,8 @@ class RelaySink:
                 the audio itself).
             text: The text spoken (shown by the page).
             voice: The voice (informational).
+            on_head: Called with the utterance's head when it is published (see
+                `RelayHub.playhead`).
 
         Raises:
             UsageError: Missing rate, unsupported format, more than 2 channels.
@@ -878,7 +992,8 @@ class RelaySink:
         if format == "ogg":
             data = _as_bytes(source)
             try:
-                return await self.hub.relay_ogg(data, text=text, voice=voice)
+                async with self._turn:
+                    return await self.hub.relay_ogg(data, text=text, voice=voice, on_head=on_head)
             finally:
                 with anyio.CancelScope(shield=True):
                     await data.aclose()
@@ -886,10 +1001,11 @@ class RelaySink:
             raise UsageError(f"the relay sink plays 'pcm' or 'ogg' sources, not {format!r}")
         rate, blocks = _to_opus_rate(source, pcm_rate, pcm_channels or 1, pcm_format or "f32le")
         try:
-            return await self.hub.relay_pcm(
-                blocks, sample_rate=rate, channels=pcm_channels or 1, text=text, voice=voice,
-                bitrate=self.bitrate,
-            )
+            async with self._turn:
+                return await self.hub.relay_pcm(
+                    blocks, sample_rate=rate, channels=pcm_channels or 1, text=text,
+                    voice=voice, bitrate=self.bitrate, on_head=on_head,
+                )
         finally:
             with anyio.CancelScope(shield=True):
                 await blocks.aclose()

@@ -22,7 +22,16 @@ arrives too late shows up as the player's `Underrun`.
 
 The iterator records the frame at which each sentence starts and ends in its source; the player's
 `PlaybackStarted` tells where in "frames played" (the ring index) the source begins, and a
-tracker task turns frames played into `SentenceStarted`/`SentenceFinished` at device time.
+tracker task turns frames played into `SentenceStarted`/`SentenceFinished` at device time. The
+tracker sleeps until the next frame it waits for can have been played (frames to go / rate: the
+device cannot play faster), looking again every `TRACK_INTERVAL` only within a block of it; what
+changes its targets (a source starting, a sentence's first or last frame entering the source,
+the source waiting for an unrequested sentence) wakes it at once.
+
+With ``output="relay"`` there is no player and no device: each utterance's source goes to a
+`RelaySink` (Opus to the hub's listeners), one utterance at a time, and "frames played" is the
+position of the hub's on-time listener (`RelayHub.playhead`): the relay's real-time pacing clock
+plays the part of the device's clock, for the tracker, the events and `SayResult`.
 
 Utterances take turns (FIFO). The next one sends its requests as soon as the previous one has
 handed all its audio to the player, while that tail still plays, and calls ``play()`` then: the
@@ -35,12 +44,13 @@ within one block, and the fetch tasks end with the utterance's task group.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import anyio
 import anyio.abc
@@ -75,11 +85,13 @@ from .segment import Segment, SentenceSegmenter
 from .trim import SilenceTrimmer
 
 if TYPE_CHECKING:
-    from .relay import RelaySink
+    from .relay import RelayHead, RelayPlayhead, RelaySink
 
 __all__ = ["SayResult", "Speaker", "SpeakerEventStream"]
 
 Frames: TypeAlias = npt.NDArray[np.float32]
+#: Where a speaker's audio goes (see `Speaker`).
+Output: TypeAlias = Literal["device", "relay", "both"]
 
 #: Default silence between two sentences, in seconds: a natural pause between sentences in read
 #: speech (longer sounds hesitant, shorter runs the sentences together).
@@ -103,12 +115,29 @@ LEARN_AFTER_SECONDS = 2.0
 #: practice, while a runaway response cannot fill memory (30 s at 48 kHz mono is 5.8 MB).
 MAX_SENTENCE_BUFFER_SECONDS = 30.0
 
-#: How often the tracker compares frames played with sentence boundaries, in seconds: a
-#: fraction of the 10 ms device block, like the player's own poller.
+#: The tracker's shortest sleep, in seconds: once a sentence boundary is less than this away,
+#: it looks again this often until the device has crossed it. A fraction of the 10 ms device
+#: block (like the player's poller), so events are seen within a block of their frame.
 TRACK_INTERVAL = 0.005
+
+#: The tracker's longest sleep, in seconds. Whatever moves its targets wakes it at once, and it
+#: never sleeps past the time the next one can be reached, so this is only a safety net: short
+#: enough that anything overlooked is still seen well within a sentence, long enough to cost
+#: nothing (4 wake-ups per second).
+TRACK_MAX_INTERVAL = 0.25
 
 #: Events kept per subscriber; a slower consumer loses the oldest ones (counted).
 EVENT_QUEUE = 256
+
+#: Rate of the relay's positions: Ogg Opus granules are always 48 kHz samples (RFC 7845).
+RELAY_RATE = 48000
+
+#: Seconds of audio the relay's on-time listener has still to play when a relay-only utterance's
+#: end goes out. Until then the utterance stays open, so that a barge-in still cuts it in every
+#: listener (an end ``"stopped"``; after ``"done"`` they would play what they hold, up to the
+#: hub's ``lead``). More than a page's start buffer (40–60 ms) plus a LAN's transit, so no
+#: listener runs dry waiting for the last packet; a barge-in within it is heard through.
+RELAY_END_LEAD = 0.1
 
 #: Seconds a stopped utterance waits for the player's report of the frames heard (it is emitted
 #: before the cancelled ``play()`` returns, so this only bounds a broken player).
@@ -280,12 +309,20 @@ class Speaker:
         blocksize: Frames per device callback (None: 10 ms).
         early_first: Speak the first clause of a token stream early (see `SentenceSegmenter`).
         max_chars: Sentences longer than this are split (see `SentenceSegmenter`).
-        relay: Also relay everything spoken to a browser relay's listeners (a `RelaySink` on
-            the hub served by ``streamtts serve`` or the app's own relay routes), as well as
-            playing it on the device.
+        relay: A `RelaySink` on the hub of a browser relay (served by ``streamtts serve`` or the
+            app's own relay routes): its listeners hear what is spoken (see ``output``).
+        output: Where the speech goes: ``"device"`` (the local output), ``"relay"`` (only the
+            ``relay``'s listeners: no audio device is opened, for a server without a sound
+            card) or ``"both"``. None (default): ``"both"`` with a ``relay``, else
+            ``"device"``. With ``"relay"``, ``say`` returns once the relay's on-time listener
+            (`RelayHub.playhead`) has heard the last sample, event positions and `SayResult`
+            times follow that clock (an `Underrun`: it ran out of audio), utterances are relayed
+            one after another (each its own relay utterance), and the device options
+            (``device``, ``latency``, ``device_latency``, ``blocksize``) are not used.
 
     Raises:
-        UsageError: An argument is out of range or names an unsupported format.
+        UsageError: An argument is out of range or names an unsupported format, or ``output``
+            and ``relay``/``device`` disagree.
     """
 
     def __init__(
@@ -309,7 +346,20 @@ class Speaker:
         early_first: bool = True,
         max_chars: int = 250,
         relay: RelaySink | None = None,
+        output: Output | None = None,
     ) -> None:
+        if output is None:
+            output = "device" if relay is None else "both"
+        if output not in ("device", "relay", "both"):
+            raise UsageError(f"output must be 'device', 'relay' or 'both', not {output!r}")
+        if output != "device" and relay is None:
+            raise UsageError(f"output={output!r} needs relay=RelaySink(hub)")
+        if output == "device" and relay is not None:
+            raise UsageError("relay= was given with output='device': use output='both'")
+        if output == "relay" and device is not None:
+            raise UsageError("output='relay' opens no device: do not pass device=")
+        if output != "device" and channels not in (1, 2):
+            raise UsageError(f"the relay carries 1 or 2 channels, not {channels}")
         if max_in_flight < 1:
             raise UsageError(f"max_in_flight must be at least 1, not {max_in_flight}")
         if not pause >= 0:
@@ -332,17 +382,24 @@ class Speaker:
             "early_first": early_first,
             "max_chars": max_chars,
         }
-        self._player = Player(
-            device,
-            latency=latency,
-            blocksize=blocksize,
-            device_latency=device_latency,
-            sample_rate=sample_rate,
-            channels=channels,
-        )
+        self.output: Output = output
+        self._player: Player | None = None
+        self._relay_out: _RelayOutput | None = None
+        if output == "relay":
+            assert relay is not None
+            self._relay_out = _RelayOutput(relay, sample_rate)
+        else:
+            self._player = Player(
+                device,
+                latency=latency,
+                blocksize=blocksize,
+                device_latency=device_latency,
+                sample_rate=sample_rate,
+                channels=channels,
+            )
         self._rate = sample_rate
         self._channels = channels
-        self._relay = relay
+        self._relay = relay if output == "both" else None
         self._edge = min(EDGE_KEEP, pause / 2) if trim else 0.0
         self._stack: contextlib.AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -371,17 +428,19 @@ class Speaker:
                 self._engine = default_engine()
             if self._own_engine:
                 stack.push_async_callback(self._engine.aclose)
-            await stack.enter_async_context(self._player)
-            self._rate = self._player.sample_rate or self._rate
-            device = self._player.device_output
-            if device is not None:
-                self._channels = device.channels
-            player_events = self._player.events(maxlen=4 * EVENT_QUEUE)
-            self._player_events = player_events
+            player = self._player
+            if player is not None:
+                await stack.enter_async_context(player)
+                self._rate = player.sample_rate or self._rate
+                device = player.device_output
+                if device is not None:
+                    self._channels = device.channels
+                self._player_events = player.events(maxlen=4 * EVENT_QUEUE)
             tg = anyio.create_task_group()
             await stack.enter_async_context(tg)
             self._tg = tg
-            tg.start_soon(self._watch_player, player_events)
+            if self._player_events is not None:
+                tg.start_soon(self._watch_player, self._player_events)
             tg.start_soon(self._track_forever)
             self._stack = stack.pop_all()
         return self
@@ -423,7 +482,13 @@ class Speaker:
 
     @property
     def player(self) -> Player:
-        """The `Player` inside (its stats and events; do not call its ``play`` directly)."""
+        """The `Player` inside (its stats and events; do not call its ``play`` directly).
+
+        Raises:
+            UsageError: The speaker has ``output="relay"``: it has no player.
+        """
+        if self._player is None:
+            raise UsageError("a Speaker with output='relay' has no Player: no device is opened")
         return self._player
 
     def events(self, maxlen: int = EVENT_QUEUE) -> EventStream[Event]:
@@ -449,7 +514,10 @@ class Speaker:
             sub._put(event)
 
     def _frames_played(self) -> int:
-        device = self._player.device_output
+        """Frames of audio played so far: the ring's read index, or the relay's clock."""
+        if self._relay_out is not None:
+            return self._relay_out.frames_played()
+        device = self._player.device_output if self._player is not None else None
         return device.ring.read_index if device is not None else 0
 
     # ------------------------------------------------------------------ public API
@@ -617,19 +685,26 @@ class Speaker:
         self._next_source += 1
         self._by_source[utt.source] = utt
         self._track_wake.fire()
-        source = self._pcm_source(utt)
-        if self._relay is None:
-            return await self._play_source(source, expected)
-        async with self._relay.tap(
-            source,
-            pcm_rate=self._rate,
-            pcm_channels=self._channels,
-            text=utt.text,
-            voice=self.voice,
-        ) as tapped:
-            return await self._play_source(tapped, expected)
+        # Closed here whatever the output did with it: its cleanup releases the turn.
+        async with contextlib.aclosing(self._pcm_source(utt)) as source:
+            if self._relay_out is not None:
+                result = await self._relay_out.play(self, utt, source)
+                if utt.heard is not None:  # stopped at the hub (RelayHub.stop, a new publisher)
+                    await self._interrupted(utt, "stop")
+                return result
+            if self._relay is None:
+                return await self._play_source(source, expected)
+            async with self._relay.tap(
+                source,
+                pcm_rate=self._rate,
+                pcm_channels=self._channels,
+                text=utt.text,
+                voice=self.voice,
+            ) as tapped:
+                return await self._play_source(tapped, expected)
 
     async def _play_source(self, source: AsyncIterator[bytes], expected: float) -> PlaybackResult:
+        assert self._player is not None
         return await self._player.play(
             source,
             format="pcm",
@@ -861,7 +936,7 @@ class Speaker:
         s.changed.fire()
 
     # ------------------------------------------------------------------ audio out
-    async def _pcm_source(self, utt: _Utterance) -> AsyncIterator[bytes]:
+    async def _pcm_source(self, utt: _Utterance) -> AsyncGenerator[bytes, None]:
         """The utterance as one PCM stream: its sentences in order, the pause between them."""
         gap = round((self.pause - 2 * self._edge) * self._rate)
         silence = np.zeros((gap, self._channels), dtype=np.float32).tobytes()
@@ -887,12 +962,15 @@ class Speaker:
                         s.changed.fire()
                         if s.src_start is None:
                             s.src_start = offset
+                            self._track_wake.fire()  # a new boundary to watch
                         offset += block.shape[0]
                         yield block.tobytes()
                     elif s.done:
                         break
                     else:
                         utt.waiting = s.index if s.index >= utt.requested else None
+                        if utt.waiting is not None:
+                            self._track_wake.fire()  # the output may run dry: watch it
                         await s.changed.wait()
                         utt.waiting = None
                 s.passed = True
@@ -912,6 +990,7 @@ class Speaker:
                     return
                 if s.src_start is not None:
                     s.src_end = offset
+                    self._track_wake.fire()  # a new boundary to watch
                 else:
                     self._advance_played(utt)
                 k += 1
@@ -920,7 +999,10 @@ class Speaker:
             self._release_turn(utt)
 
     def _follows_previous(self, utt: _Utterance) -> bool:
-        """True if another utterance's audio is still queued or playing before ``utt``'s."""
+        """True if another utterance's audio is still queued or playing before ``utt``'s (for
+        the relay: the previous one ended less than a pause ago)."""
+        if self._relay_out is not None:
+            return self._relay_out.silent_for() < self.pause
         return any(other is not utt for other in self._by_source.values())
 
     # ------------------------------------------------------------------ positions and times
@@ -950,21 +1032,81 @@ class Speaker:
         elif isinstance(event, PlaybackFinished | PlaybackError):
             utt.report.set()
 
+    def _relay_started(self, utt: _Utterance, begin: int) -> None:
+        """The relay output begins ``utt`` at frame ``begin`` (its `PlaybackStarted`)."""
+        utt.begin = begin
+        self._track_wake.fire()
+
+    def _relay_underruns(self, utt: _Utterance) -> None:
+        """Report the relay clock's underruns in ``utt`` (as the player reports its own)."""
+        assert self._relay_out is not None
+        for position, seconds in self._relay_out.take_underruns():
+            utt.underruns += 1
+            utt.underrun_ms += 1000.0 * seconds
+            source = utt.source if utt.source is not None else -1
+            self._emit(
+                Underrun(time.monotonic() - seconds, position, source, 1000.0 * seconds, "network")
+            )
+
     async def _track_forever(self) -> None:
         while True:
             self._track_once()
-            if self._by_source:
-                await anyio.sleep(TRACK_INTERVAL)
-            else:
+            if not self._by_source:
                 await self._track_wake.wait()
+                continue
+            with anyio.move_on_after(self._track_delay()):
+                await self._track_wake.wait()
+
+    def _track_delay(self) -> float:
+        """Seconds the tracker may sleep: until the next frame it waits for can be played.
+
+        Its targets: the next sentence start and end to report of each utterance, and, while
+        the source waits for a sentence not requested yet, the end of the audio written (the
+        output stops there, and `_track_once` must then request it). Frames cannot be played
+        faster than the rate, so ``(target - played) / rate`` never oversleeps one; whatever
+        adds or moves a target fires the wake-up.
+        """
+        read = self._frames_played()
+        nearest: int | None = None
+        for utt in self._by_source.values():
+            targets: list[int] = []
+            if utt.begin is not None:
+                if utt.next_start < len(utt.sentences):
+                    start = utt.sentences[utt.next_start].src_start
+                    if start is not None:
+                        targets.append(utt.begin + start + 1)  # reported once read > start
+                if utt.next_end < utt.next_start:
+                    end = utt.sentences[utt.next_end].src_end
+                    if end is not None:
+                        targets.append(utt.begin + end)
+            if utt.waiting is not None and utt.needed <= utt.waiting and self._player is not None:
+                device = self._player.device_output
+                if device is not None:
+                    targets.append(device.ring.write_index)
+            for target in targets:
+                if nearest is None or target < nearest:
+                    nearest = target
+        if nearest is None:
+            return TRACK_MAX_INTERVAL
+        ahead = (nearest - read) / self._rate
+        return min(TRACK_MAX_INTERVAL, max(TRACK_INTERVAL, ahead))
+
+    def _output_playing(self) -> bool:
+        """True while the output consumes audio (the relay's clock always runs)."""
+        if self._player is None:
+            return True
+        return self._player.stats().playing
 
     def _track_once(self) -> None:
         """Report the sentences whose first / last frame has been played since the last look."""
-        device = self._player.device_output
-        if device is None:
+        if self._relay_out is None and (
+            self._player is None or self._player.device_output is None
+        ):
             return
-        read = device.ring.read_index
-        playing = self._player.stats().playing
+        read = self._frames_played()
+        playing = self._output_playing()
+        if self._relay_out is not None and self._relay_out.utt is not None:
+            self._relay_underruns(self._relay_out.utt)
         for utt in list(self._by_source.values()):
             if utt.waiting is not None and not playing and utt.needed <= utt.waiting:
                 # The player waits for more audio (its start policy, or an underrun) while the
@@ -1026,8 +1168,11 @@ class Speaker:
             utt.changed.fire()
 
     def _device_time(self, position: int, read: int) -> float:
-        """Estimated time at which ring frame ``position`` (already read) reached the device."""
-        device = self._player.device_output
+        """Estimated time at which frame ``position`` (already read) reached the device (or
+        the relay's on-time listener)."""
+        if self._relay_out is not None:
+            return self._relay_out.time_of(position, read)
+        device = self._player.device_output if self._player is not None else None
         assert device is not None
         _, out = device.clock()  # frames handed out before the latest callback
         return device.device_time(out + device.blocksize - (read - position))
@@ -1044,6 +1189,179 @@ class Speaker:
 
     def _estimate_frames(self, s: _Sentence) -> int:
         return round(self._estimate(len(s.text)) * self._rate)
+
+
+class _RelayOutput:
+    """``output="relay"``: utterances published by a `RelaySink`, timed by the relay's clock.
+
+    One utterance at a time, in call order: the next one is published once the hub's on-time
+    listener has heard the previous one to its end (so the clock never runs two utterances at
+    once, and the listeners, which play the relay's utterances back to back, hear them joined).
+    Frames played: the frames of the utterances before, plus the frames of the current one the
+    on-time listener has passed (its granule position less the pre-skip, at the speaker's rate).
+    Each utterance's end is published only `RELAY_END_LEAD` before that listener reaches it, so
+    a barge-in until then cuts it in every listener.
+    """
+
+    def __init__(self, sink: RelaySink, rate: int) -> None:
+        self.sink = sink
+        self.rate = rate
+        self._turn = anyio.Lock()
+        self._base = 0  # frames of the utterances before the current one
+        self._utterance: int | None = None  # the hub's number of the current one, once begun
+        self._heard = 0  # frames of the current one heard, at the latest look
+        self._frames = 0  # frames of the current one published
+        self._ended_at: float | None = None  # monotonic time the previous one was heard to its end
+        self._playhead: RelayPlayhead | None = None  # the current one's, at the latest look
+        self.utt: _Utterance | None = None  # the utterance being relayed
+        self._underruns_seen = 0  # the current one's underruns reported
+        self._underrun_seconds_seen = 0.0
+
+    def frames_played(self) -> int:
+        """Frames heard by the on-time listener since the speaker opened (never decreases)."""
+        if self._utterance is not None:
+            playhead = self.sink.hub.playhead(self._utterance)
+            if playhead is not None:
+                self._playhead = playhead
+                heard = self._to_frames(playhead.position - playhead.pre_skip)
+                self._frames = self._to_frames(playhead.published - playhead.pre_skip)
+                self._heard = max(self._heard, min(heard, self._frames))
+        return self._base + self._heard
+
+    def time_of(self, position: int, read: int) -> float:
+        """``time.monotonic()`` at which the on-time listener heard frame ``position`` (<=
+        ``read``, the frames played a moment ago): it plays in real time."""
+        return time.monotonic() - (read - position) / self.rate
+
+    def take_underruns(self) -> list[tuple[int, float]]:
+        """The current utterance's underruns over since the last call (the on-time listener ran
+        out of audio: a sentence came late): (frames played where it stopped, seconds)."""
+        self.frames_played()
+        playhead = self._playhead
+        if (
+            playhead is None
+            or playhead.waiting  # reported once it is over, with its whole silence
+            or playhead.underruns <= self._underruns_seen
+            or playhead.underrun_position is None
+        ):
+            return []
+        count = playhead.underruns - self._underruns_seen
+        seconds = (playhead.underrun_seconds - self._underrun_seconds_seen) / count
+        self._underruns_seen = playhead.underruns
+        self._underrun_seconds_seen = playhead.underrun_seconds
+        at = self._base + self._to_frames(playhead.underrun_position - playhead.pre_skip)
+        return [(at, seconds)] * count  # (several between two looks: not told apart)
+
+    def silent_for(self) -> float:
+        """Seconds since the previous utterance was heard to its end (inf: none yet)."""
+        if self._ended_at is None or self._utterance is not None:
+            return math.inf
+        return time.monotonic() - self._ended_at
+
+    def _to_frames(self, granules: int) -> int:
+        return max(0, granules) * self.rate // RELAY_RATE
+
+    def _on_head(self, head: RelayHead) -> None:
+        if self._utterance is None:  # (a PCM source is one stream: one head)
+            self._utterance = head.utterance
+
+    async def play(
+        self, speaker: Speaker, utt: _Utterance, source: AsyncIterator[bytes]
+    ) -> PlaybackResult:
+        """Relay one utterance; return once the on-time listener has heard its last frame.
+
+        If the hub stops it (`RelayHub.stop`, or another publisher on the hub), ``utt.heard``
+        is set to the frames heard and it returns at once.
+        """
+        requested = time.monotonic()
+        begun = False
+        try:
+            async with self._turn:
+                begun = True
+                self._heard = self._frames = 0
+                self.utt = utt
+                speaker._relay_started(utt, self._base)
+                async with contextlib.aclosing(self._held(source)) as held:
+                    result = await self.sink.play(
+                        held,
+                        format="pcm",
+                        pcm_rate=self.rate,
+                        pcm_channels=speaker._channels,
+                        pcm_format="f32le",
+                        text=utt.text,
+                        voice=speaker.voice,
+                        on_head=self._on_head,
+                    )
+                playhead = (
+                    self.sink.hub.playhead(self._utterance)
+                    if self._utterance is not None
+                    else None
+                )
+                started_at: float | None = None
+                finished_at: float | None = None
+                speaker._relay_underruns(utt)
+                if playhead is not None and result.reason in ("done", "truncated", "error"):
+                    # All is published: it plays on in real time, without a stall, to the end.
+                    now = time.monotonic()
+                    self.frames_played()
+                    finished_at = now + playhead.remaining
+                    if playhead.started is not None:
+                        started_at = (
+                            now - (playhead.time - playhead.started)
+                            + playhead.pre_skip / RELAY_RATE
+                        )
+                    await anyio.sleep(max(0.0, finished_at - time.monotonic()))
+                    self.frames_played()
+                    frames = self._frames
+                else:  # stopped at the hub (or nothing was published)
+                    self.frames_played()
+                    frames = utt.heard = self._heard
+                    utt.report.set()
+                self._close(frames)
+        except BaseException:  # cancelled (stop, barge-in) or failed: report what was heard
+            heard = 0
+            if begun:
+                self.frames_played()
+                heard = self._heard
+                self._close(heard)
+            utt.heard = heard
+            utt.report.set()
+            raise
+        return PlaybackResult(
+            source=utt.source if utt.source is not None else -1,
+            sample_rate=self.rate,
+            frames=frames,
+            requested_at=requested,
+            started_at=started_at,
+            finished_at=finished_at,
+            underruns=utt.underruns,
+            underrun_ms=utt.underrun_ms,
+        )
+
+    async def _held(self, source: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+        """``source``, whose end is held back until the on-time listener is `RELAY_END_LEAD`
+        from the end of what was published."""
+        async for block in source:
+            yield block
+        while self._utterance is not None:
+            playhead = self.sink.hub.playhead(self._utterance)
+            if playhead is None or playhead.end is not None:
+                return
+            wait = playhead.remaining - RELAY_END_LEAD
+            if wait <= 0:
+                return
+            await anyio.sleep(wait)
+
+    def _close(self, frames: int) -> None:
+        """The current utterance is over after ``frames`` heard: the clock moves on from there."""
+        self._base += frames
+        self._heard = self._frames = 0
+        self._utterance = None
+        self._playhead = None
+        self.utt = None
+        self._underruns_seen = 0
+        self._underrun_seconds_seen = 0.0
+        self._ended_at = time.monotonic()
 
 
 def _as_error(exc: Exception) -> BaseException:

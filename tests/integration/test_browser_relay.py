@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -285,3 +286,50 @@ def test_browser_decoder_drops_pre_skip_only_when_the_description_says_so(
     page.close()
     assert zeroed == 960
     assert with_pre_skip == 960 - pre_skip
+
+
+def test_a_relay_only_speaker_is_heard_in_the_page_whole_and_back_to_back(
+    browser: Any, canned: CannedEngine
+) -> None:
+    """The Speaker's output goes to the browser *instead of* a device (``output="relay"``): an
+    app route speaks two utterances into the hub; the page plays every frame of both."""
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from streamtts.relay import RelayHub, RelaySink
+    from streamtts.server.relay_ws import relay_routes
+    from streamtts.speaker import Speaker
+
+    hub = RelayHub()
+
+    async def say(request: Request) -> JSONResponse:
+        texts: list[str] = (await request.json())["texts"]
+        frames = []
+        # One sentence per text (the canned engine knows whole texts only).
+        relay = RelaySink(hub)
+        async with Speaker(canned, relay=relay, output="relay", early_first=False) as speaker:
+            for text in texts:
+                frames.append((await speaker.say(text)).frames)
+        return JSONResponse({"frames": frames})
+
+    app = Starlette(routes=[*relay_routes(hub, speak=False), Route("/say", say, methods=["POST"])])
+    with serve_asgi(app) as url:
+        page = open_page(browser, url)
+        page.evaluate("window.streamtts.join()")
+        deadline = time.monotonic() + 10.0
+        while hub.listeners == 0 and time.monotonic() < deadline:  # the server got the join
+            time.sleep(0.01)
+        assert hub.listeners == 1
+        reply = httpx.post(url + "/say", json={"texts": [SHORT, LONG]}, timeout=60)
+        stats = wait_for(page, ENDED.format(n=2))
+        page.close()
+    frames = reply.json()["frames"]
+    assert len(frames) == 2
+    assert all(f > 0 for f in frames)
+    assert stats["framesPlayed"] == sum(frames)  # every frame the speaker says it played
+    assert stats["underruns"] == 0
+    assert stats["packetsLost"] == 0
+    assert page.errors == []

@@ -635,3 +635,40 @@ async def test_a_speaker_with_a_relay_plays_locally_and_relays_the_same_utteranc
     packets = [m for m in received if isinstance(m, RelayPacket)]
     assert [p.sequence for p in packets] == list(range(len(packets)))
     assert packets[-1].end - head.head.pre_skip == result.frames
+
+
+async def test_consecutive_says_with_a_relay_are_each_relayed_whole_as_well_as_played(
+    null_sink: NullSink, server: Server
+) -> None:
+    from streamtts.relay import RelayEnd, RelayHead, RelayHub, RelaySink
+
+    # The first is decoded well before it has been relayed (paced to real time): the second
+    # comes while the first is still being published.
+    texts = ["One for the room. Another one for the room. And a third one.", "And one more."]
+    hub = RelayHub()
+    received: list[Any] = []
+
+    async def listen(task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with hub.listen() as listener:
+            task_status.started()
+            async for message in listener:
+                received.append(message)
+                if isinstance(message, RelayEnd) and message.utterance == 1:
+                    return
+
+    async with engine(server) as eng, Speaker(
+        eng, device_latency=DEVICE_LATENCY, relay=RelaySink(hub)
+    ) as speaker, anyio.create_task_group() as tg:
+        await tg.start(listen)
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as talkers:
+                for text in texts:
+                    talkers.start_soon(speaker.say, text)
+                    await anyio.lowlevel.checkpoint()
+
+    # The second utterance did not cut the first one's relay short: both ended "done", in order.
+    heads = [m for m in received if isinstance(m, RelayHead)]
+    ends = [m for m in received if isinstance(m, RelayEnd)]
+    assert [h.text for h in heads] == texts
+    assert [(e.utterance, e.reason) for e in ends] == [(0, "done"), (1, "done")]
+    assert received.index(ends[0]) < received.index(heads[1])

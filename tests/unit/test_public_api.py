@@ -36,7 +36,7 @@ EXPECTED = {
     "Engine", "AudioStream", "OpenAIEngine", "EspeakEngine", "default_engine",
     "estimate_duration", "Speaker", "SayResult",
     # browser relay
-    "RelayHub", "RelayListener", "RelayResult", "RelaySink",
+    "RelayHub", "RelayListener", "RelayPlayhead", "RelayResult", "RelaySink",
     "__version__",
 }  # fmt: skip
 

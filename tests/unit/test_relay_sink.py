@@ -143,3 +143,93 @@ async def test_unplayable_sources_are_refused() -> None:
         await sink.play(blocks_of(b"", 1), pcm_rate=48000, pcm_format="u8")
     with pytest.raises(UsageError):
         await sink.play(blocks_of(b"", 1), format="mp3")
+
+
+async def test_concurrent_plays_on_one_sink_are_relayed_one_after_another_in_call_order() -> None:
+    hub, listener = hub_and_listener()
+    sink = RelaySink(hub)
+    results = {}
+
+    async def play(name: str, frames: int) -> None:
+        results[name] = await sink.play(
+            blocks_of(tone(frames).tobytes(), 3840), pcm_rate=48000, text=name
+        )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(play, "first", 240_000)  # 5 s: paced to `lead`, it waits on the way
+        await anyio.lowlevel.checkpoint()
+        tg.start_soon(play, "second", 9_600)
+    items = list(listener._queue)
+    heads = [m for m in items if isinstance(m, RelayHead)]
+    ends = [m for m in items if isinstance(m, RelayEnd)]
+    assert [h.text for h in heads] == ["first", "second"]
+    # Neither replaced the other: the second began only after the first had ended.
+    assert [e.reason for e in ends] == ["done", "done"]
+    assert items.index(ends[0]) < items.index(heads[1])
+    assert results["first"].utterances == (0,)
+    assert results["second"].utterances == (1,)
+
+
+async def test_on_head_tells_the_utterance_being_published() -> None:
+    hub, listener = hub_and_listener()
+    seen: list[RelayHead] = []
+    await RelaySink(hub).play(
+        blocks_of(tone(4800).tobytes(), 960), pcm_rate=48000, text="told", on_head=seen.append
+    )
+    head, _, _ = utterance(listener)
+    assert seen == [head]
+
+
+async def test_the_playhead_follows_the_on_time_listener_in_real_time_up_to_the_end() -> None:
+    time = FakeTime()
+    hub = RelayHub(clock=time.clock, sleep=time.sleep)
+    assert hub.playhead() is None
+    heads: list[RelayHead] = []
+    result = await RelaySink(hub).play(
+        blocks_of(tone(96_000).tobytes(), 4800), pcm_rate=48000, on_head=heads.append
+    )
+    # Publishing was paced to `lead` ahead of the on-time listener: it is 1 s from the end.
+    playhead = hub.playhead(heads[0].utterance)
+    assert playhead is not None
+    assert playhead.end == result.reason == "done"
+    assert playhead.published == result.samples == 96_000 + playhead.pre_skip
+    assert playhead.remaining == pytest.approx(hub.lead, abs=0.021)
+    assert playhead.started == 0.0
+    time.now += 0.5
+    later = hub.playhead()
+    assert later is not None
+    assert later.position - playhead.position == 24_000
+    time.now += 5.0
+    done = hub.playhead()
+    assert done is not None
+    assert done.position == done.published  # it never plays past what was published
+    assert done.remaining == 0.0
+    assert hub.playhead(heads[0].utterance + 1) is None  # not that utterance
+
+
+async def test_the_playhead_counts_a_stall_of_the_source_as_one_underrun_once_it_is_over() -> None:
+    time = FakeTime()
+    hub = RelayHub(clock=time.clock, sleep=time.sleep)
+    looks = []
+
+    async def stalling() -> AsyncIterator[bytes]:
+        yield tone(4800).tobytes()  # five 20 ms packets, published at once at t = 0
+        await time.sleep(0.5)  # the on-time listener plays 0.1 s of them, then waits 0.4 s
+        looks.append(hub.playhead())
+        yield tone(4800).tobytes()
+
+    await RelaySink(hub).play(stalling(), pcm_rate=48000)
+    during, after = looks[0], hub.playhead()
+    assert during is not None
+    assert during.waiting  # still going on: counted, not over
+    assert during.underruns == 1
+    assert after is not None
+    assert not after.waiting
+    assert after.underruns == 1
+    assert after.underrun_seconds == pytest.approx(0.4)
+    assert after.underrun_position == 4800
+    time.now += 10.0  # the end is not an underrun
+    final = hub.playhead()
+    assert final is not None
+    assert final.underruns == 1
+    assert final.position == final.published

@@ -20,6 +20,7 @@ from streamtts.events import (
     SpeechError,
     SpeechInterrupted,
 )
+from streamtts.relay import RelayHub, RelaySink
 from streamtts.resample import Conformer
 from streamtts.speaker import (
     DEFAULT_CHARS_PER_SECOND,
@@ -144,3 +145,67 @@ def test_conform_mixes_stereo_to_mono_and_resamples_to_the_speaker_rate() -> Non
     out = np.concatenate([conform.process(stereo), conform.flush()])
     assert out.shape == (4800, 1)
     assert np.allclose(out[200:-200], 0.25, atol=1e-3)  # the mean of the channels, away from edges
+
+
+def _sink() -> RelaySink:
+    return RelaySink(RelayHub())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"output": "relay"}, "needs relay"),
+        ({"output": "both"}, "needs relay"),
+        ({"output": "speakers"}, "output must be"),
+        ({"output": "device", "relay": "sink"}, "output='both'"),
+        ({"output": "relay", "relay": "sink", "device": 3}, "opens no device"),
+        ({"output": "relay", "relay": "sink", "channels": 6}, "1 or 2 channels"),
+    ],
+)
+@pytest.mark.anyio
+async def test_an_output_that_disagrees_with_relay_or_device_is_refused(
+    kwargs: dict[str, object], match: str
+) -> None:
+    if kwargs.get("relay") == "sink":
+        kwargs = {**kwargs, "relay": _sink()}
+    with pytest.raises(UsageError, match=match):
+        Speaker(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("relay", "output", "expected"),
+    [(False, None, "device"), (True, None, "both"), (True, "relay", "relay")],
+)
+@pytest.mark.anyio
+async def test_the_output_defaults_to_both_with_a_relay_and_to_the_device_without(
+    relay: bool, output: str | None, expected: str
+) -> None:
+    speaker = Speaker(relay=_sink() if relay else None, output=output)  # type: ignore[arg-type]
+    assert speaker.output == expected
+
+
+@pytest.mark.anyio
+async def test_a_relay_only_speaker_has_no_player() -> None:
+    speaker = Speaker(relay=_sink(), output="relay")
+    with pytest.raises(UsageError, match="no Player"):
+        _ = speaker.player
+
+
+@pytest.mark.anyio
+async def test_the_tracker_sleeps_until_the_next_boundary_can_be_played_within_bounds() -> None:
+    from streamtts.speaker import TRACK_INTERVAL, TRACK_MAX_INTERVAL
+
+    speaker = Speaker(relay=_sink(), output="relay")  # frames played: 0 (nothing relayed yet)
+    utt = _utterance()
+    speaker._by_source[0] = utt
+    assert speaker._track_delay() == TRACK_MAX_INTERVAL  # not begun: PlaybackStarted wakes it
+    utt.begin = 0  # the first sentence starts at frame 0: due within one frame
+    assert speaker._track_delay() == TRACK_INTERVAL
+    utt.next_start = 1  # the first sentence started: its end (frame 1000) is next
+    assert speaker._track_delay() == pytest.approx(1000 / 48000)
+    utt.next_end = 1  # then the second's start, at frame 1500
+    assert speaker._track_delay() == pytest.approx(1501 / 48000)
+    utt.begin = 48000  # far ahead: capped
+    assert speaker._track_delay() == TRACK_MAX_INTERVAL
+    utt.begin = -1501  # already due: the shortest sleep
+    assert speaker._track_delay() == TRACK_INTERVAL
