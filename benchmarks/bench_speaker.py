@@ -171,8 +171,11 @@ async def run_once(url: str, config: dict[str, Any]) -> dict[str, Any]:
     gaps = gaps_in(recording)
     assert result.first_sound is not None
     assert result.finished is not None
+    assert result.first_byte is not None
     return {
         "first_sound_s": round(result.first_sound - result.requested_at, 4),
+        "first_byte_s": round(result.first_byte - result.requested_at, 4),
+        "first_sound_after_first_byte_s": round(result.first_sound - result.first_byte, 4),
         "total_s": round(result.finished - result.requested_at, 4),
         "audio_s": round(result.duration, 4),
         "gaps_s": [round(g, 4) for g in gaps],
@@ -189,6 +192,11 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     g60 = [g for r in runs for g in r["gaps_60db_s"]]
     return {
         "first_sound_s_median": round(statistics.median(r["first_sound_s"] for r in runs), 4),
+        "first_byte_s_median": round(statistics.median(r["first_byte_s"] for r in runs), 4),
+        # Issue 5's figure: the first sound within the first sentence's time to first byte
+        # + 50 ms, i.e. at most 50 ms after the first byte.
+        "first_sound_after_first_byte_s_median": round(
+            statistics.median(r["first_sound_after_first_byte_s"] for r in runs), 4),
         "total_s_median": round(statistics.median(r["total_s"] for r in runs), 4),
         "gap_s_median": round(statistics.median(gaps), 4) if gaps else None,
         "gap_s_max": round(max(gaps), 4) if gaps else None,
