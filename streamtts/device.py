@@ -12,7 +12,8 @@ by ONE side only, which the async side polls:
   ``silence_frames``, ``underflows`` (PortAudio's ``output_underflow`` flags), ``stalls`` and
   ``starts`` with their positions in small preallocated history arrays, ``flushes_done`` and
   ``flush_read`` (where the flushed audio stopped), ``ended``/``finishes`` (PortAudio's
-  stream-finished callback ran).
+  stream-finished callback ran). While the stream is stopped no callback runs, and the async
+  side completes a flush itself (`DeviceOutput.flush`, `DeviceOutput.stop`).
 
 The output is *playing* iff ``resumes > stalls``: the async side asks for a start by bumping
 ``resumes``; the callback stops by bumping ``stalls`` when the ring runs dry. Running dry exactly
