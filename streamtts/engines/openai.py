@@ -112,6 +112,40 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class _RequestBody(httpx.AsyncByteStream):
+    """A request body that httpcore can abandon mid-write without leaving anything to finalize.
+
+    httpx wraps every ``json=``/``content=`` body in a stream whose ``__aiter__`` is an async
+    generator, and httpcore iterates it without ever closing it: a request cancelled while its
+    body is being written (a sentence requested just as ``say()`` is cancelled) leaves that
+    generator suspended at its ``yield``, for the garbage collector to finalize (trio reports
+    it as a ``ResourceWarning``). This stream hands out the same bytes through a plain
+    iterator, which holds no frame and needs no closing.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _OneChunk(self._data)
+
+
+class _OneChunk:
+    """An async iterator yielding one bytes object (a plain object, not an async generator)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _OneChunk:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._data is None:
+            raise StopAsyncIteration
+        data, self._data = self._data, None
+        return data
+
+
 class _HTTPAudio(AudioStream):
     """The audio body of one HTTP response."""
 
@@ -403,6 +437,7 @@ class OpenAIEngine(Engine):
             request = client.build_request(
                 "POST", url, json=body, headers=headers, extensions={"trace": trace}
             )
+            request.stream = _RequestBody(request.content)  # headers (Content-Length) unchanged
             marks.setdefault("request_sent", time.monotonic())
             try:
                 response = await client.send(request, stream=True)
@@ -430,16 +465,18 @@ class OpenAIEngine(Engine):
 
     async def _read_error_body(self, response: httpx.Response) -> bytes:
         data = b""
+        chunks = response.aiter_bytes()
         try:
-            async for chunk in response.aiter_bytes():
-                data += chunk
-                if len(data) >= _MAX_ERROR_BODY:
-                    break
+            while len(data) < _MAX_ERROR_BODY:
+                data += await chunks.__anext__()
+        except StopAsyncIteration:
+            pass
         except httpx.HTTPError:
             pass  # the status says enough; a half-read error body is still a message
         finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            # Not `async for ... break`: that would leave httpx's body generators suspended.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_TIMEOUT):
+                await close_streamed_response(chunks, response)
         return data
 
     @staticmethod

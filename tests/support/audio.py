@@ -82,13 +82,19 @@ def _pactl(*args: str) -> str:
 
 
 class Recording:
-    """``parec`` recording a sink's monitor in the background (see `NullSink.record`)."""
+    """``parec`` recording a sink's monitor in the background (see `NullSink.record`).
+
+    A daemon thread pumps parec's stdout into memory. The pipe is closed only after that thread
+    has ended (it ends at the EOF that follows parec's exit): closing it under a thread still
+    inside ``read1`` made the thread's next read fail with "I/O operation on closed file".
+    """
 
     def __init__(self, source: str, rate: int, channels: int) -> None:
         self.rate = rate
         self.channels = channels
         self._chunks: list[bytes] = []
         self._first = threading.Event()
+        self._samples: Float32 | None = None
         self._proc = subprocess.Popen(
             [
                 "parec",
@@ -107,8 +113,7 @@ class Recording:
         self._thread.start()
         # A null sink's monitor delivers (zeros) continuously: the first bytes mean we record.
         if not self._first.wait(10.0):
-            self._proc.kill()
-            self._proc.wait()
+            self._end(kill=True)
             raise RuntimeError(f"parec recorded nothing from {source} within 10 s")
 
     def _pump(self) -> None:
@@ -117,31 +122,46 @@ class Recording:
             self._chunks.append(data)
             self._first.set()
 
-    def stop(self, *, tail: float = 0.15) -> Float32:
-        """Stop after ``tail`` more seconds and return the samples, shaped ``(frames, ch)``."""
-        time.sleep(tail)
-        self._proc.terminate()
+    def _end(self, *, kill: bool) -> None:
+        """End parec, then the pump thread (EOF), then close the pipe: in that order."""
+        if self._proc.poll() is None:
+            if kill:
+                self._proc.kill()
+            else:
+                self._proc.terminate()
         try:
             self._proc.wait(5)
-        except subprocess.TimeoutExpired:  # pragma: no cover
+        except subprocess.TimeoutExpired:  # pragma: no cover - parec ignoring SIGTERM
             self._proc.kill()
             self._proc.wait()
-        self._thread.join(5)
+        self._thread.join(10)
+        if self._thread.is_alive():  # pragma: no cover - a pipe held open by someone else
+            raise RuntimeError("the parec reader thread did not end; its pipe is left open")
         assert self._proc.stdout is not None
         self._proc.stdout.close()
-        raw = b"".join(self._chunks)
-        usable = len(raw) - len(raw) % (4 * self.channels)
-        return np.frombuffer(raw[:usable], dtype=np.float32).reshape(-1, self.channels).copy()
+
+    def stop(self, *, tail: float = 0.15) -> Float32:
+        """Stop after ``tail`` more seconds and return the samples, shaped ``(frames, ch)``.
+
+        A second call returns the same samples (the recording has ended).
+        """
+        if self._samples is None:
+            if self._proc.poll() is None:
+                time.sleep(tail)
+            self._end(kill=False)
+            raw = b"".join(self._chunks)
+            usable = len(raw) - len(raw) % (4 * self.channels)
+            frames = np.frombuffer(raw[:usable], dtype=np.float32)
+            self._samples = frames.reshape(-1, self.channels).copy()
+        return self._samples
 
     def __enter__(self) -> Recording:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-            if self._proc.stdout is not None:
-                self._proc.stdout.close()
+        # Ended without stop() (the test failed, or it reads the samples after the block).
+        if self._samples is None:
+            self.stop(tail=0.0)
 
 
 class NullSink:

@@ -118,7 +118,8 @@ class ConnectionLog:
 
     A response ends ``"complete"`` once the app sent the final body chunk, otherwise
     ``"disconnected"`` when the app returns (the local server returns without the final chunk
-    only when it saw the client go away). It runs on the server's thread; the test reads it.
+    only when it saw the client go away), or when the client left while sending its request
+    (the call's ``text`` is then empty). It runs on the server's thread; the test reads it.
 
     ``impair(text)`` may return ``X-Impair-*`` headers for a request (the server's network
     impairment), so a test can slow down some texts only.
@@ -136,6 +137,11 @@ class ConnectionLog:
         body = b""
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                # The client left while sending the request (cancelled mid-body): no response.
+                with self._lock:
+                    self.calls.append(SpeechCall("", "disconnected"))
+                return
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break

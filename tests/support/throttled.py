@@ -5,7 +5,8 @@ audio per second), in bursts of ``burst`` seconds of audio, after a first-byte d
 optional stalls (``stalls=[(at_audio_seconds, pause_seconds)]``). Bytes map to audio time
 linearly (exact for WAV/PCM, close for Opus). The schedule is absolute (burst ``n`` is due at a
 fixed time from the first byte), so a slow loop never drifts it, and a stall is a pause without
-a catch-up burst afterwards.
+a catch-up burst afterwards. A client that closes the connection during a wait (the first-byte
+delay, a stall, between bursts) is seen at once.
 
 It runs in its own process (this file is also the server script), so its pacing is independent
 of the test process's event loop and GIL, as a real remote server's would be. It reports whether
@@ -19,6 +20,7 @@ cancelled player closed its HTTP response.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import subprocess
 import sys
@@ -189,6 +191,26 @@ def _serve(conn: socket.socket, body: bytes, cfg: dict[str, Any]) -> None:
         _report("COMPLETE" if complete else "EARLY")
 
 
+def _client_left_within(conn: socket.socket, seconds: float) -> bool:
+    """Wait ``seconds``, or less: True as soon as the client closed the connection.
+
+    Waiting this way (not sleeping) lets a client that leaves during the first-byte delay or a
+    stall be reported at once, as a real server would see it, rather than at the next send.
+    """
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([conn], [], [], left)
+        if not readable:
+            return False
+        try:
+            if not conn.recv(4096):  # EOF: the client closed
+                return True
+        except OSError:  # reset
+            return True
+        # Bytes after the request (none are expected): ignored, keep waiting.
+    return False
+
+
 def _respond(conn: socket.socket, body: bytes, cfg: dict[str, Any]) -> bool:
     conn.settimeout(10)
     request = b""
@@ -214,7 +236,8 @@ def _respond(conn: socket.socket, body: bytes, cfg: dict[str, Any]) -> bool:
     stalls = [(int(at), float(pause)) for at, pause in cfg["stalls"]]
     header = int(cfg["header"])
     start = time.monotonic() + float(cfg["first_byte_delay"])
-    time.sleep(max(0.0, start - time.monotonic()))
+    if _client_left_within(conn, start - time.monotonic()):
+        return False
     conn.sendall(body[:header])
     sent = header
     paused = 0.0
@@ -222,8 +245,8 @@ def _respond(conn: socket.socket, body: bytes, cfg: dict[str, Any]) -> bool:
         while stalls and stalls[0][0] <= sent:
             paused += stalls.pop(0)[1]
         delay = start + paused + (sent - header) / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+        if _client_left_within(conn, delay):
+            return False
         end = min(len(body), sent + burst)
         if stalls and sent < stalls[0][0] < end:
             end = stalls[0][0]
