@@ -125,15 +125,15 @@ def test_say_plays_speech_of_the_expected_duration_into_the_sink(
     null_sink: NullSink, tmp_path: Path
 ) -> None:
     saved = tmp_path / "played.opus"
-    recording = null_sink.record()
-    proc = say(
-        "Hello world, this is streamtts.",
-        "--save",
-        str(saved),
-        "--events",
-        env=offline_env(PULSE_SINK=null_sink.name),
-    )
-    samples = recording.stop(tail=0.3)[:, 0]
+    with null_sink.record() as recording:  # parec is stopped even if say() raises
+        proc = say(
+            "Hello world, this is streamtts.",
+            "--save",
+            str(saved),
+            "--events",
+            env=offline_env(PULSE_SINK=null_sink.name),
+        )
+        samples = recording.stop(tail=0.3)[:, 0]
     assert proc.returncode == 0, proc.stderr
     assert "played" in proc.stderr
     kinds = [json.loads(line)["event"] for line in proc.stdout.splitlines()]
