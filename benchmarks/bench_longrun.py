@@ -15,14 +15,16 @@ Pass criteria, reported in the JSON (not asserted: this is a benchmark):
 * no underruns (the source is always ahead of the device).
 
 The audio goes to a private 48 kHz null sink (``PULSE_SINK``), so other runs are not disturbed.
-Run: ``.venv/bin/python benchmarks/bench_longrun.py [--seconds 90] [--full]`` (``--full``: one
-hour). Writes ``benchmarks/results/longrun.json`` and ``longrun_memory.png``.
+Run: ``.venv/bin/python benchmarks/bench_longrun.py [--seconds 90] [--full]`` (quick mode: five
+minutes; ``--full``: one hour). Writes ``benchmarks/results/longrun.json`` and
+``longrun_memory.png`` (``--out``/``--plot`` elsewhere).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import numpy as np
 
 from streamtts.engines.espeak import EspeakEngine
 from streamtts.player import Player
@@ -39,9 +42,10 @@ from streamtts.player import Player
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
-#: Quick mode: long enough for ~5 chained links after a 15 s warm-up, short enough for the
-#: quick benchmark budget (the run plays in real time).
-QUICK_SECONDS = 60.0
+#: Quick mode: the issue's five minutes (~30 chained links; a slow climb of a few kB per link
+#: shows over that many). It plays in real time and needs ~4 % of a core, so ``benchmarks/run``
+#: runs it in the background beside the other quick benchmarks.
+QUICK_SECONDS = 300.0
 #: --full: the hour the issue asks for.
 FULL_SECONDS = 3600.0
 #: Warm-up excluded from the growth figure: a couple of links (each new decoder, the ring
@@ -98,11 +102,46 @@ async def chained(clip: bytes, links: int) -> AsyncIterator[bytes]:
             yield clip[i : i + CHUNK]
 
 
+class SampleTable:
+    """The sampled series, in a table allocated (and written through) before the run starts.
+
+    A list of one dict per sample grows by ~0.5 kB a second: 1.6 MB of the hour's 2 MB limit
+    (measured), a straight line that was the script's own records, not the player's.
+    """
+
+    FIELDS = ("t", "rss_mb", "cpu_s", "audio_s", "buffered_ms", "underruns")
+    #: Decimals kept per field in the JSON.
+    DIGITS = (2, 3, 3, 2, 1, 0)
+
+    def __init__(self, capacity: int) -> None:
+        # np.full writes every page now: they are resident before the warm-up ends.
+        self._rows = np.full((capacity, len(self.FIELDS)), np.nan)
+        self._n = 0
+        self.dropped = 0
+
+    def add(self, *values: float) -> None:
+        if self._n == len(self._rows):
+            self.dropped += 1
+            return
+        self._rows[self._n] = values
+        self._n += 1
+
+    def as_dicts(self) -> list[dict[str, float]]:
+        out = []
+        for row in self._rows[: self._n]:
+            out.append({
+                k: (int(v) if d == 0 else round(float(v), d))
+                for k, v, d in zip(self.FIELDS, row, self.DIGITS, strict=True)
+            })
+        return out
+
+
 async def run(seconds: float, warmup: float) -> dict[str, Any]:
     """Play about *seconds* of chained audio; the sampled series and the verdicts."""
     clip, clip_s = await make_clip()
     links = max(1, round(seconds / clip_s))
-    samples: list[dict[str, float]] = []
+    # room for the audio (links rounded up), plus the drain and a loaded machine's slow ticks
+    table = SampleTable(math.ceil(1.2 * (links + 1) * clip_s / SAMPLE_S) + 60)
     async with Player() as player:
         t0 = time.monotonic()
         cpu0 = time.process_time()
@@ -112,14 +151,14 @@ async def run(seconds: float, warmup: float) -> dict[str, Any]:
             while not finished.is_set():
                 stats = player.stats()
                 rate = stats.sample_rate or 1
-                samples.append({
-                    "t": round(time.monotonic() - t0, 2),
-                    "rss_mb": round(rss_mb(), 3),
-                    "cpu_s": round(time.process_time() - cpu0, 3),
-                    "audio_s": round(stats.frames_played / rate, 2),
-                    "buffered_ms": round(stats.buffered_ms, 1),
-                    "underruns": stats.underruns,
-                })
+                table.add(
+                    time.monotonic() - t0,
+                    rss_mb(),
+                    time.process_time() - cpu0,
+                    stats.frames_played / rate,
+                    stats.buffered_ms,
+                    stats.underruns,
+                )
                 await anyio.sleep(SAMPLE_S)
 
         async with anyio.create_task_group() as tg:
@@ -129,6 +168,7 @@ async def run(seconds: float, warmup: float) -> dict[str, Any]:
         device_underflows = player.stats().device_underflows
         wall = time.monotonic() - t0
         cpu = time.process_time() - cpu0
+    samples = table.as_dicts()
     after = [s["rss_mb"] for s in samples if s["t"] >= warmup]
     at_warmup = after[0] if after else samples[-1]["rss_mb"]
     growth = (max(after) - at_warmup) if after else 0.0
@@ -152,6 +192,7 @@ async def run(seconds: float, warmup: float) -> dict[str, Any]:
         "peak_rss_mb": round(peak_rss_mb(), 2),
         "memory_flat": growth <= MAX_GROWTH_MB,
         "max_growth_mb": MAX_GROWTH_MB,
+        "samples_dropped": table.dropped,
         "samples": samples,
     }
 
@@ -214,7 +255,10 @@ def main(argv: list[str] | None = None) -> None:
     result["mode"] = "full" if seconds >= FULL_SECONDS else "quick"
     RESULTS.mkdir(exist_ok=True)
     plot(result, args.plot)
-    result["plot"] = str(args.plot)
+    plot_path = args.plot.resolve()
+    result["plot"] = str(
+        plot_path.relative_to(ROOT) if plot_path.is_relative_to(ROOT) else plot_path
+    )
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     summary = {k: v for k, v in result.items() if k != "samples"}
     json.dump(summary, sys.stdout, indent=1)

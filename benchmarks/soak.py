@@ -16,7 +16,17 @@ an `Underrun` the player reported around it (or by a fault or barge-in of that u
 
 Resident memory counts the heap glibc keeps after Python frees it (it is not returned to the
 OS at once), so a slow RSS climb is not necessarily a leak: ``--malloc-trim`` returns that free
-heap before each sample, and the RSS then follows live memory only.
+heap before each sample, and the RSS then follows live memory only. Each sample also records
+glibc's own account (``mallinfo2``): ``heap_used_mb`` (bytes malloc has handed out and not got
+back: numpy's data, Python's objects over 512 bytes and the C libraries' memory) and
+``heap_free_mb`` (freed bytes it keeps); Python's small objects live in its own arenas, counted by
+``py_blocks`` (``sys.getallocatedblocks()``). A leak grows the first or the last; allocator
+retention the second. To name a leak:
+``--tracemalloc N`` traces Python allocations (numpy's included) with N frames and reports the
+largest growths between the end of the warm-up and the end of the run by traceback (and a few
+of the new objects of the types that grew most, with their holders); the object counts by type
+(``gc``) and Python's allocated blocks after a full collection at both moments are always
+reported.
 
 Prints JSON and writes ``benchmarks/results/soak.json`` and ``soak.png``. Not part of the test
 suite. Quick check (2 minutes):
@@ -31,19 +41,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import dataclasses
+import gc
 import io
 import json
 import os
 import random
+import reprlib
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import tracemalloc
+from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, BinaryIO
 
 import anyio
 import httpx
@@ -84,6 +100,9 @@ WARMUP = 20.0
 BLOCK = 480
 #: |sample| at or below this is silence (-60 dBFS).
 QUIET = 1e-3
+#: Seconds the speaker and the engine may take to close at the end; a hang there is reported
+#: (``close_timed_out``) instead of losing the run.
+CLOSE_TIMEOUT = 30.0
 #: Tokens per second of the simulated LLM.
 TOKENS_PER_SECOND = 30.0
 
@@ -109,19 +128,187 @@ def rss_mb(pid: int | str = "self") -> float:
     return float("nan")
 
 
+def rss_parts_mb() -> tuple[float, float]:
+    """(anonymous, file-backed) resident memory of this process, in MiB."""
+    parts = {"RssAnon:": 0.0, "RssFile:": 0.0}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key = line.split(":", 1)[0] + ":"
+            if key in parts:
+                parts[key] = int(line.split()[1]) / 1024
+    return parts["RssAnon:"], parts["RssFile:"]
+
+
+def smaps_rss() -> dict[str, float]:
+    """Resident KiB of this process by kind of mapping (``/proc/self/smaps``).
+
+    Kinds: ``[heap]`` (glibc's main arena), ``[stack]``, ``anon 1 MiB`` (CPython's small-object
+    arenas are 1 MiB anonymous maps), ``anon 64 MiB+`` (glibc's per-thread arenas reserve 64 MiB),
+    ``anon other`` (numpy's large arrays, thread stacks, libraries' pools), and each file by
+    name (shared libraries).
+    """
+    out: dict[str, float] = {}
+    kind = ""
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if not head:
+                continue
+            if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+                name = head[5] if len(head) > 5 else ""
+                if name:
+                    kind = name.rsplit("/", 1)[-1]
+                elif hi - lo == 2**20:
+                    kind = "anon 1 MiB"
+                elif hi - lo >= 2**26:
+                    kind = "anon 64 MiB+"
+                else:
+                    kind = "anon other"
+            elif head[0] == "Rss:":
+                out[kind] = out.get(kind, 0.0) + int(head[1])
+    return out
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-@dataclass
-class Recorder:
-    """parec on the sink's monitor; keeps the peak of each 10 ms block and the clock origin."""
+class _Mallinfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (glibc >= 2.33): every field a ``size_t``."""
 
-    monitor: str
-    peaks: list[float] = field(default_factory=list)
-    t0: float | None = None
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost",
+    )]
+
+
+_LIBC = ctypes.CDLL("libc.so.6")
+_mallinfo2 = getattr(_LIBC, "mallinfo2", None)
+if _mallinfo2 is not None:
+    _mallinfo2.restype = _Mallinfo2
+
+
+def heap_mb() -> tuple[float, float]:
+    """(bytes in use, bytes free but kept) of glibc's malloc over all arenas and mmaps, in MiB."""
+    if _mallinfo2 is None:
+        return float("nan"), float("nan")
+    info = _mallinfo2()
+    return (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20
+
+
+def type_counts() -> Counter[str]:
+    """Live objects tracked by the garbage collector, by type name (after a full collection)."""
+    gc.collect()
+    return Counter(type(o).__qualname__ for o in gc.get_objects())
+
+
+@dataclass
+class Probe:
+    """What is compared between the end of the warm-up and the end of the run."""
+
+    frames: int  # tracemalloc traceback depth; 0: off
+    types: Counter[str] | None = None
+    snapshot: tracemalloc.Snapshot | None = None
+    maps: dict[str, float] | None = None
+    ids: set[int] = dataclasses.field(default_factory=set)  # objects alive at mark (tracing)
+    blocks: int = 0
 
     def start(self) -> None:
+        if self.frames:
+            tracemalloc.start(self.frames)
+
+    def mark(self) -> None:
+        """The reference point (end of warm-up)."""
+        self.types = type_counts()
+        self.blocks = sys.getallocatedblocks()  # after the full collection: free lists emptied
+        self.maps = smaps_rss()
+        if self.frames:
+            self.ids = {id(o) for o in gc.get_objects()}
+            self.snapshot = tracemalloc.take_snapshot()
+
+    def report(self, top: int = 25) -> dict[str, Any]:
+        """Type-count growth since `mark`, and tracemalloc's largest growths by traceback."""
+        now = type_counts()
+        blocks = sys.getallocatedblocks()
+        before = self.types or Counter()
+        grown = {k: now[k] - before[k] for k in now.keys() | before.keys() if now[k] != before[k]}
+        maps, maps_before = smaps_rss(), self.maps or {}
+        maps_grown = {
+            k: round(maps.get(k, 0.0) - maps_before.get(k, 0.0))
+            for k in maps.keys() | maps_before.keys()
+            if maps.get(k, 0.0) != maps_before.get(k, 0.0)
+        }
+        # What the objects of the most grown types are, and who holds them.
+        growing = sorted((k for k in grown if grown[k] > 0), key=lambda k: -grown[k])[:3]
+        examples: dict[str, list[str]] = {k: [] for k in growing} if self.ids else {}
+        for o in gc.get_objects() if examples else ():
+            name = type(o).__qualname__
+            if name in examples and id(o) not in self.ids and len(examples[name]) < 8:
+                holders = sorted({type(r).__qualname__ for r in gc.get_referrers(o)} - {"list"})
+                examples[name].append(f"{reprlib.repr(o)} held by {holders}")
+        out: dict[str, Any] = {
+            "new_objects_of_grown_types": examples,
+            "gc_objects": {"at_mark": sum(before.values()), "at_end": sum(now.values())},
+            "py_blocks_after_full_gc": {"at_mark": self.blocks, "at_end": blocks},
+            "gc_type_growth": dict(sorted(grown.items(), key=lambda kv: -abs(kv[1]))[:top]),
+            "rss_kb_by_mapping_at_end": {
+                k: round(v) for k, v in sorted(maps.items(), key=lambda kv: -kv[1])[:top]
+            },
+            "rss_kb_growth_by_mapping": dict(
+                sorted(maps_grown.items(), key=lambda kv: -abs(kv[1]))[:top]
+            ),
+        }
+        if self.frames and self.snapshot is not None:
+            end = tracemalloc.take_snapshot()
+            keep = [tracemalloc.Filter(False, tracemalloc.__file__)]
+            stats = end.filter_traces(keep).compare_to(
+                self.snapshot.filter_traces(keep), "traceback"
+            )
+            out["traced_mb"] = {
+                "at_mark": round(sum(s.size for s in self.snapshot.statistics("filename"))
+                                 / 2**20, 3),
+                "at_end": round(sum(s.size for s in end.statistics("filename")) / 2**20, 3),
+            }
+            out["tracemalloc_growth"] = [
+                {
+                    "size_diff_kb": round(st.size_diff / 1024, 1),
+                    "count_diff": st.count_diff,
+                    "traceback": [f"{f.filename}:{f.lineno}" for f in st.traceback][-8:],
+                }
+                for st in stats[:top]
+            ]
+            # Small objects that pile up hide behind the ups and downs of the audio buffers
+            # (large, few) in the ranking by size: rank by count too.
+            by_count = sorted(stats, key=lambda st: -st.count_diff)[:top]
+            out["tracemalloc_count_growth"] = [
+                {
+                    "count_diff": st.count_diff,
+                    "size_diff_kb": round(st.size_diff / 1024, 1),
+                    "traceback": [f"{f.filename}:{f.lineno}" for f in st.traceback][-8:],
+                }
+                for st in by_count
+                if st.count_diff > 0
+            ]
+            tracemalloc.stop()
+        return out
+
+
+@dataclass
+class Recorder:
+    """parec on the sink's monitor; keeps the peak of each 10 ms block and the clock origin.
+
+    The peaks go to a file (float32), not to a list in this process: an hour is 360 000 of
+    them, and a Python list of floats would add ~11 MB to the very memory the soak watches.
+    """
+
+    monitor: str
+    path: Path
+    t0: float | None = None
+    blocks: int = 0
+
+    def start(self) -> None:
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed in stop()
         self._proc = subprocess.Popen(
             ["parec", "-d", self.monitor, "--raw", "--format=float32le", "--rate=48000",
              "--channels=1", "--latency-msec=10"],
@@ -134,24 +321,37 @@ class Recorder:
     def _pump(self) -> None:
         stdout = self._proc.stdout
         assert isinstance(stdout, io.BufferedReader)
-        rest = b""
+        self.consume(stdout, self._file)
+
+    def consume(self, stdout: io.BufferedReader, out: BinaryIO) -> None:
+        """Read float32 samples until EOF; write the peak of each complete `BLOCK` to ``out``."""
         size = BLOCK * 4
+        buf = bytearray()
         while data := stdout.read1(65536):
             if self.t0 is None:
                 self.t0 = time.monotonic() - len(data) / 4 / 48000
-            rest += data
-            usable = len(rest) - len(rest) % size
+            buf += data
+            usable = len(buf) - len(buf) % size
             if usable:
-                block = np.frombuffer(rest[:usable], dtype="<f4").reshape(-1, BLOCK)
-                self.peaks.extend(np.abs(block).max(axis=1).tolist())
-                rest = rest[usable:]
+                block = np.frombuffer(buf, dtype="<f4", count=usable // 4).reshape(-1, BLOCK)
+                out.write(np.abs(block).max(axis=1).astype("<f4").tobytes())
+                self.blocks += block.shape[0]
+                del block
+                del buf[:usable]
 
     def stop(self) -> None:
+        if not hasattr(self, "_proc"):
+            return  # never started
         self._proc.terminate()
         self._proc.wait(5)
         self._thread.join(5)
         if self._proc.stdout is not None:
             self._proc.stdout.close()
+        self._file.close()
+
+    def peaks(self) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """The peak of every recorded block, in order (after `stop`)."""
+        return np.fromfile(self.path, dtype="<f4")
 
 
 # ---------------------------------------------------------------------- the run
@@ -184,98 +384,137 @@ async def soak(
     barge_every: int = BARGE_EVERY,
     fault_every: int = FAULT_EVERY,
     malloc_trim: bool = False,
+    trace_frames: int = 0,
 ) -> dict[str, Any]:
     rng = random.Random(seed)
-    samples: list[dict[str, float]] = []
-    utterances: list[Utterance] = []
+    probe = Probe(trace_frames)
+    probe.start()
+    # The samples and the utterances go to a file as JSON lines, read back at the end: kept in
+    # lists, the soak's own records would grow the very memory it watches.
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by _read_log
     underruns: list[float] = []
     errors: dict[str, int] = {}
     end = time.monotonic() + minutes * 60
     start = time.monotonic()
 
-    async with OpenAIEngine(
-        base_url=f"{url}/v1", api_key="soak", max_retries=0, read_timeout=READ_TIMEOUT
-    ) as engine, Speaker(engine, pause=PAUSE) as speaker, anyio.create_task_group() as tg:
-        started = anyio.Event()
-
-        async def watch() -> None:
-            nonlocal started
-            async for event in speaker.events(maxlen=4096):
-                if isinstance(event, Underrun):
-                    underruns.append(event.time)
-                elif isinstance(event, SentenceStarted):
-                    started.set()
-
-        async def sample() -> None:
-            trim = ctypes.CDLL("libc.so.6").malloc_trim if malloc_trim else None
-            while True:
-                if trim is not None:
-                    trim(0)  # give freed heap back to the OS: RSS then shows live memory only
-                stats = speaker.player.stats()
-                samples.append({
-                    "t": round(time.monotonic() - start, 3),
-                    "rss_mb": round(rss_mb(), 2),
-                    "server_rss_mb": round(rss_mb(server_pid), 2),
-                    "threads": threading.active_count(),
-                    "tasks": len(asyncio.all_tasks()),
-                    "fds": open_fds(),
-                    "underruns": stats.underruns,
-                    "device_underflows": stats.device_underflows,
-                })
-                await anyio.sleep(sample_s)
-
-        tg.start_soon(watch)
-        tg.start_soon(sample)
-        i = 0
-        while time.monotonic() < end:
-            kind = "normal"
-            if barge_every and i % barge_every == barge_every - 1:
-                kind = "barge-in"
-            elif fault_every and i % fault_every == fault_every - 1:
-                kind = "stall" if (i // fault_every) % 2 == 0 else "disconnect"
-            engine.headers.clear()
-            if kind == "stall":
-                engine.headers.update({
-                    "X-Impair-Realtime": str(REALTIME),
-                    "X-Impair-Stall-At": "0.3",
-                    "X-Impair-Stall-For": str(STALL_FOR),
-                })
-            elif kind == "disconnect":
-                engine.headers["X-Impair-Disconnect-After"] = str(DISCONNECT_AFTER)
-            k = rng.randint(2, 4)
-            first = rng.randrange(len(SENTENCES))
-            text = " ".join(SENTENCES[(first + j) % len(SENTENCES)] for j in range(k))
-            utt = Utterance(i, kind)
-            utterances.append(utt)
+    guard = anyio.CancelScope()  # bounds the closing of speaker and engine
+    probe_report: dict[str, Any] = {}
+    with guard:
+        async with OpenAIEngine(
+            base_url=f"{url}/v1", api_key="soak", max_retries=0, read_timeout=READ_TIMEOUT
+        ) as engine, Speaker(engine, pause=PAUSE) as speaker, anyio.create_task_group() as tg:
             started = anyio.Event()
-            try:
-                if kind == "barge-in":
-                    result_box: list[Any] = []
 
-                    async def talk(text: str = text, box: list[Any] = result_box) -> None:
-                        box.append(await speaker.say_stream(llm(text)))
+            async def watch() -> None:
+                nonlocal started
+                async for event in speaker.events(maxlen=4096):
+                    if isinstance(event, Underrun):
+                        underruns.append(event.time)
+                    elif isinstance(event, SentenceStarted):
+                        started.set()
 
-                    async with anyio.create_task_group() as talker:
-                        talker.start_soon(talk)
-                        await started.wait()
-                        await anyio.sleep(rng.uniform(0.3, 2.5))
-                        await speaker.stop()
-                    result = result_box[0]
-                else:
-                    result = await speaker.say_stream(llm(text))
-                utt.first_sound, utt.finished = result.first_sound, result.finished
-                utt.interrupted, utt.underruns = result.interrupted, result.underruns
-            except StreamTTSError as exc:
-                utt.error = type(exc).__name__
-                errors[utt.error] = errors.get(utt.error, 0) + 1
-            i += 1
-        tg.cancel_scope.cancel()
+            async def sample() -> None:
+                trim = _LIBC.malloc_trim if malloc_trim else None
+                marked = False
+                while True:
+                    if trim is not None:
+                        trim(0)  # give freed heap back to the OS: RSS then shows live memory only
+                    t = time.monotonic() - start
+                    if not marked and t >= WARMUP:
+                        probe.mark()
+                        marked = True
+                    stats = speaker.player.stats()
+                    used, free = heap_mb()
+                    anon, mapped = rss_parts_mb()
+                    log.write(json.dumps({
+                        "t": round(t, 3),
+                        "rss_mb": round(rss_mb(), 2),
+                        "rss_anon_mb": round(anon, 2),
+                        "rss_file_mb": round(mapped, 2),
+                        "heap_used_mb": round(used, 3),
+                        "heap_free_mb": round(free, 3),
+                        "py_blocks": sys.getallocatedblocks(),
+                        "server_rss_mb": round(rss_mb(server_pid), 2),
+                        "threads": threading.active_count(),
+                        "tasks": len(asyncio.all_tasks()),
+                        "fds": open_fds(),
+                        "underruns": stats.underruns,
+                        "device_underflows": stats.device_underflows,
+                    }) + "\n")  # a sample: a dict without "index"
+                    await anyio.sleep(sample_s)
+
+            tg.start_soon(watch)
+            tg.start_soon(sample)
+            i = 0
+            while time.monotonic() < end:
+                kind = "normal"
+                if barge_every and i % barge_every == barge_every - 1:
+                    kind = "barge-in"
+                elif fault_every and i % fault_every == fault_every - 1:
+                    kind = "stall" if (i // fault_every) % 2 == 0 else "disconnect"
+                engine.headers.clear()
+                if kind == "stall":
+                    engine.headers.update({
+                        "X-Impair-Realtime": str(REALTIME),
+                        "X-Impair-Stall-At": "0.3",
+                        "X-Impair-Stall-For": str(STALL_FOR),
+                    })
+                elif kind == "disconnect":
+                    engine.headers["X-Impair-Disconnect-After"] = str(DISCONNECT_AFTER)
+                k = rng.randint(2, 4)
+                first = rng.randrange(len(SENTENCES))
+                text = " ".join(SENTENCES[(first + j) % len(SENTENCES)] for j in range(k))
+                utt = Utterance(i, kind)
+                started = anyio.Event()
+                try:
+                    if kind == "barge-in":
+                        result_box: list[Any] = []
+
+                        async def talk(text: str = text, box: list[Any] = result_box) -> None:
+                            box.append(await speaker.say_stream(llm(text)))
+
+                        async with anyio.create_task_group() as talker:
+                            talker.start_soon(talk)
+                            await started.wait()
+                            await anyio.sleep(rng.uniform(0.3, 2.5))
+                            await speaker.stop()
+                        result = result_box[0]
+                    else:
+                        result = await speaker.say_stream(llm(text))
+                    utt.first_sound, utt.finished = result.first_sound, result.finished
+                    utt.interrupted, utt.underruns = result.interrupted, result.underruns
+                except StreamTTSError as exc:
+                    utt.error = type(exc).__name__
+                    errors[utt.error] = errors.get(utt.error, 0) + 1
+                log.write(json.dumps(dataclasses.asdict(utt)) + "\n")
+                i += 1
+            # before closing: what the speaker, player and engine hold after all those utterances
+            probe_report = probe.report()
+            guard.deadline = anyio.current_time() + CLOSE_TIMEOUT
+            tg.cancel_scope.cancel()
+    samples, utterances = _read_log(log)
     return {
+        "close_timed_out": guard.cancelled_caught,
+        "probe": probe_report,
         "samples": samples,
         "utterances": utterances,
         "underrun_times": underruns,
         "errors": errors,
     }
+
+
+def _read_log(log: IO[str]) -> tuple[list[dict[str, float]], list[Utterance]]:
+    """The samples and utterances written to ``log`` (which is then closed)."""
+    log.seek(0)
+    samples, utterances = [], []
+    for line in log:
+        record = json.loads(line)
+        if "index" in record:
+            utterances.append(Utterance(**record))
+        else:
+            samples.append(record)
+    log.close()
+    return samples, utterances
 
 
 # ---------------------------------------------------------------------- analysis
@@ -286,7 +525,7 @@ def find_gaps(rec: Recorder, utterances: list[Utterance], underruns: list[float]
     them."""
     if rec.t0 is None:
         return {"checked": 0, "gaps": 0, "explained": 0, "unexpected": []}
-    peaks = np.asarray(rec.peaks)
+    peaks = rec.peaks()
     per_s = 48000 / BLOCK
     limit = round((PAUSE + GAP_SLACK) * per_s)
     gaps = explained = checked = 0
@@ -342,12 +581,12 @@ def plot(samples: list[dict[str, float]], path: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
     for ax, keys, title in (
         (axes[0][0], ("rss_mb", "server_rss_mb"), "resident memory (MB)"),
-        (axes[0][1], ("threads",), "threads"),
+        (axes[0][1], ("heap_used_mb", "heap_free_mb"), "client's glibc heap (MB)"),
         (axes[1][0], ("tasks",), "asyncio tasks"),
-        (axes[1][1], ("fds",), "open file descriptors"),
+        (axes[1][1], ("fds", "threads"), "open file descriptors, threads"),
     ):
         for key in keys:
-            ax.plot(t, [s[key] for s in samples], label=key)
+            ax.plot(t, [s.get(key, float("nan")) for s in samples], label=key)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         if len(keys) > 1:
@@ -381,7 +620,11 @@ def main() -> int:
     parser.add_argument("--malloc-trim", action="store_true",
                         help="call glibc malloc_trim(0) before each sample: RSS without the freed "
                         "heap glibc keeps (tells a leak from allocator retention)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "soak.json")
+    parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
+                        help="trace Python allocations with this traceback depth and report the "
+                        "largest growths after warm-up (slows the run; 0: off)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "soak.json",
+                        help="JSON result; the plot goes beside it with the suffix .png")
     args = parser.parse_args()
 
     subprocess.run([str(ROOT / "scripts" / "pulse"), "start"], check=True, capture_output=True)
@@ -400,7 +643,9 @@ def main() -> int:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    rec = Recorder(f"{sink}.monitor")
+    fd, peaks_path = tempfile.mkstemp(prefix="streamtts_soak_", suffix=".f32")
+    os.close(fd)
+    rec = Recorder(f"{sink}.monitor", Path(peaks_path))
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -414,7 +659,7 @@ def main() -> int:
         rec.start()
         run = anyio.run(
             soak, url, server.pid, args.minutes, args.sample, args.seed, args.barge_every,
-            args.fault_every, args.malloc_trim,
+            args.fault_every, args.malloc_trim, args.tracemalloc,
         )
     finally:
         rec.stop()
@@ -424,6 +669,10 @@ def main() -> int:
 
     utterances: list[Utterance] = run["utterances"]
     samples = run["samples"]
+    try:
+        silence = find_gaps(rec, utterances, run["underrun_times"])
+    finally:
+        os.unlink(peaks_path)
     kinds: dict[str, int] = {}
     for u in utterances:
         kinds[u.kind] = kinds.get(u.kind, 0) + 1
@@ -437,15 +686,22 @@ def main() -> int:
         "completed": sum(1 for u in utterances if u.error is None and not u.interrupted),
         "interrupted": sum(1 for u in utterances if u.interrupted),
         "errors": run["errors"],
+        "close_timed_out": run["close_timed_out"],
         "underruns": len(run["underrun_times"]),
         "device_underflows": samples[-1]["device_underflows"] if samples else 0,
         "rss_mb": trend(samples, "rss_mb"),
+        "rss_anon_mb": trend(samples, "rss_anon_mb"),
+        "rss_file_mb": trend(samples, "rss_file_mb"),
+        "heap_used_mb": trend(samples, "heap_used_mb"),
+        "heap_free_mb": trend(samples, "heap_free_mb"),
+        "py_blocks": trend(samples, "py_blocks"),
         "server_rss_mb": trend(samples, "server_rss_mb"),
         "threads": trend(samples, "threads"),
         "tasks": trend(samples, "tasks"),
         "fds": trend(samples, "fds"),
-        "silence": find_gaps(rec, utterances, run["underrun_times"]),
-        "recorded_s": round(len(rec.peaks) * BLOCK / 48000, 1),
+        "silence": silence,
+        "recorded_s": round(rec.blocks * BLOCK / 48000, 1),
+        "probe": run["probe"],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({**summary, "samples": samples}, indent=1))
