@@ -42,7 +42,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from ._backends import load_sounddevice
+from ._backends import load_sounddevice, release_free_heap
 from ._eventstream import EventStream
 from ._httpclose import close_streamed_response
 from .device import BLOCK_SECONDS, DEVICE_LATENCY, OPEN_TIMEOUT, DeviceOutput
@@ -909,10 +909,13 @@ class Player:
                     elif dev.running and self._may_stop(
                         dev, time.monotonic(), restart=self._restart_wanted
                     ):
+                        restart = self._restart_wanted
                         await dev.stop()
                         self._last_frames_out = dev.frames_out
                         self._restart_wanted = False
                         self._maybe_start(time.monotonic())
+                        if not restart:
+                            release_free_heap()  # idle: a good moment to return freed memory
                         acted = True
                 except AudioDeviceError as exc:
                     self._device_error = str(exc)
