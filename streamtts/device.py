@@ -11,9 +11,10 @@ by ONE side only, which the async side polls:
 * callback-owned: ``callbacks``, ``frames_out`` (frames handed to PortAudio, silence included),
   ``silence_frames``, ``underflows`` (PortAudio's ``output_underflow`` flags), ``stalls`` and
   ``starts`` with their positions in small preallocated history arrays, ``flushes_done`` and
-  ``flush_read`` (where the flushed audio stopped), ``ended``/``finishes`` (PortAudio's
-  stream-finished callback ran). While the stream is stopped no callback runs, and the async
-  side completes a flush itself (`DeviceOutput.flush`, `DeviceOutput.stop`).
+  ``flush_read`` (where the flushed audio stopped), ``finishes`` (PortAudio's stream-finished
+  callback runs: ours, at a stop, and its own, when the device goes away). While the stream is
+  stopped no callback runs, and the async side completes a flush itself (`DeviceOutput.flush`,
+  `DeviceOutput.stop`).
 
 The output is *playing* iff ``resumes > stalls``: the async side asks for a start by bumping
 ``resumes``; the callback stops by bumping ``stalls`` when the ring runs dry. Running dry exactly
@@ -239,7 +240,6 @@ class DeviceOutput:
         self.starts = 0
         self.flushes_done = 0
         self.flush_read = 0  # ring index where the last flush stopped the audio (after its fade)
-        self.ended = False  # PortAudio's stream-finished callback ran (since the last start)
         self.finishes = 0  # stream-finished callbacks so far (ours and PortAudio's own)
         self._epoch_cb = -1  # the start (`_epoch`) the callbacks run in, as the callback saw it
         self.stall_read = np.zeros(HISTORY, dtype=np.int64)
@@ -353,7 +353,6 @@ class DeviceOutput:
             stream.abort(ignore_errors=True)
         self.callbacks = self.frames_out = self.silence_frames = self.underflows = 0
         self._cb_time, self._cb_out, self._seq = 0.0, 0, 0
-        self.ended = False
         return taken
 
     def _choose_rate(self, sd: Any) -> int:
@@ -415,7 +414,6 @@ class DeviceOutput:
         self._epoch += 1
         self._epoch_out = self.frames_out
         self._t0_window.clear()
-        self.ended = False
         self._watch_callbacks = -1  # the watchdog counts from its next look
         sd = load_sounddevice()
         try:
@@ -657,7 +655,6 @@ class DeviceOutput:
     def _finished(self) -> None:
         """PortAudio's stream-finished callback (PORTAUDIO THREAD): it runs once, when the stream
         ends, by our ``stop``/``abort`` or on its own (a lost device). Only counts."""
-        self.ended = True
         self.finishes += 1
 
     def _flush(self, outdata: Frames, frames: int) -> int:
