@@ -10,20 +10,21 @@ encoded to Ogg Opus) through the same server; the others use espeak-ng.
 
 from __future__ import annotations
 
-import functools
 import json
-import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
 import numpy as np
 import pytest
 from support.audio import NullSink, find_offset, first_nonzero
-from support.loopback import serve_asgi
+from support.collect import Collector
+from support.loopback import replaying, serve_asgi
+from support.tonevoice import ToneEngine
+from support.tonevoice import spoken_reference as reference
 
-from streamtts.engines import AudioStream, Engine, OpenAIEngine
+from streamtts.engines import OpenAIEngine
 from streamtts.errors import ServerError, StreamInterrupted, StreamTTSError
 from streamtts.events import (
     Event,
@@ -33,10 +34,9 @@ from streamtts.events import (
     SpeechError,
     SpeechInterrupted,
 )
-from streamtts.opus import OggOpusDecoder, OggOpusEncoder
 from streamtts.server import create_app
 from streamtts.speaker import EDGE_KEEP, SayResult, Speaker
-from streamtts.trim import SilenceTrimmer, silence_runs
+from streamtts.trim import silence_runs
 
 pytestmark = [pytest.mark.device, pytest.mark.anyio]
 
@@ -105,94 +105,8 @@ class SpeechLog:
         headers = list(scope["headers"])
         if action == "disconnect":
             headers.append((b"x-impair-disconnect-after", b"400"))
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
+        replay = replaying(body, receive)
         await self.app({**scope, "headers": headers}, replay, send)
-
-
-VOICE_RATE = 24000
-
-
-def tone_speech(text: str) -> np.ndarray:
-    """A deterministic speech-like signal for ``text``: 0.25 s of silence, one 120 ms tone burst
-    (Hann envelope, pitch from the text) per 4 characters with 30 ms gaps, 0.6 s of silence."""
-    rng = np.random.default_rng(zlib.crc32(text.encode()))
-    burst = int(0.12 * VOICE_RATE)
-    t = np.arange(burst) / VOICE_RATE
-    parts = [np.zeros(int(0.25 * VOICE_RATE))]
-    for _ in range(max(2, len(text) // 4)):
-        f = rng.uniform(140.0, 320.0)
-        wave = 0.25 * np.sin(2 * np.pi * f * t) + 0.1 * np.sin(2 * np.pi * 3 * f * t)
-        parts += [wave * np.hanning(burst), np.zeros(int(0.03 * VOICE_RATE))]
-    parts.append(np.zeros(int(0.6 * VOICE_RATE)))
-    return np.concatenate(parts).astype(np.float32).reshape(-1, 1)
-
-
-@functools.cache
-def tone_opus(text: str) -> bytes:
-    encoder = OggOpusEncoder(VOICE_RATE, 1, serial=1)
-    return encoder.encode(tone_speech(text)) + encoder.finish()
-
-
-class _BytesAudio(AudioStream):
-    format = "ogg"
-    content_type = "audio/ogg"
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__()
-        self._data = data
-        self._at = 0
-
-    async def _next(self) -> bytes | None:
-        await anyio.lowlevel.checkpoint()
-        chunk = self._data[self._at : self._at + 1024]
-        self._at += len(chunk)
-        if not chunk:
-            return None
-        self._mark_chunk(chunk)
-        return chunk
-
-    async def aclose(self) -> None:
-        pass
-
-
-class ToneEngine(Engine):
-    """An engine whose audio for a text is always the same (`tone_speech`, Ogg Opus)."""
-
-    name = "tones"
-
-    def stream(
-        self,
-        text: str,
-        *,
-        voice: str | None = None,
-        format: str = "opus",
-        speed: float | None = None,
-        instructions: str | None = None,
-        model: str | None = None,
-    ) -> AbstractAsyncContextManager[AudioStream]:
-        return self._stream(text)
-
-    @asynccontextmanager
-    async def _stream(self, text: str) -> AsyncIterator[AudioStream]:
-        data = await anyio.to_thread.run_sync(tone_opus, text)
-        yield _BytesAudio(data)
-
-
-def reference(text: str) -> np.ndarray:
-    """The speaker's audio for one sentence: its Opus decoded at 48 kHz and trimmed alike."""
-    decoder = OggOpusDecoder(sample_rate=RATE)
-    trimmer = SilenceTrimmer(RATE, 1, pause=2 * EDGE_KEEP, lead_keep=EDGE_KEEP)
-    parts = [trimmer.process(b) for b in (*decoder.feed(tone_opus(text)), *decoder.close())]
-    parts.append(trimmer.flush())
-    return np.concatenate(parts)[:, 0]
 
 
 Server = tuple[str, SpeechLog]
@@ -236,27 +150,6 @@ def locate(recording: np.ndarray, ref: np.ndarray) -> int:
         f"{int(diff[0])}: max |diff| {float(np.max(np.abs(got - ref))):.3g}"
     )
     return offset
-
-
-class Collector:
-    """Appends a speaker's events to a list (shared with other entries: order is kept)."""
-
-    def __init__(self, into: list[Any] | None = None) -> None:
-        self.events: list[Any] = [] if into is None else into
-        self._changed = anyio.Event()
-
-    async def run(self, speaker: Speaker) -> None:
-        async for event in speaker.events():
-            self.events.append(event)
-            self._changed.set()
-            self._changed = anyio.Event()
-
-    async def wait_for(self, kind: type[Event], **fields: Any) -> None:
-        def match(e: Any) -> bool:
-            return isinstance(e, kind) and all(getattr(e, k) == v for k, v in fields.items())
-
-        while not any(match(e) for e in self.events):
-            await self._changed.wait()
 
 
 def of_type(events: list[Any], kind: type[Event]) -> list[Any]:

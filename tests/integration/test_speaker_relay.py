@@ -23,7 +23,8 @@ import anyio.abc
 import numpy as np
 import pytest
 from support.audio import REPO
-from support.loopback import serve_asgi
+from support.collect import Collector
+from support.loopback import replaying, serve_asgi
 from support.tonevoice import ToneEngine, decode_relayed, spoken_reference
 
 from streamtts.engines import OpenAIEngine
@@ -82,15 +83,7 @@ class FailingSentences:
             await send({"type": "http.response.start", "status": 500, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
             return
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
+        replay = replaying(body, receive)
         await self.app(scope, replay, send)
 
 
@@ -154,32 +147,6 @@ class Listener:
         ends = [m for m in self.messages if isinstance(m, RelayEnd) and m.utterance == n]
         assert len(heads) == 1
         return heads[0], packets, (ends[0] if ends else None)
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-        self._changed = anyio.Event()
-
-    async def run(self, speaker: Speaker) -> None:
-        async for event in speaker.events():
-            self.events.append(event)
-            self._changed.set()
-            self._changed = anyio.Event()
-
-    async def wait_for(self, kind: type[Event], **fields: Any) -> None:
-        def match(e: Any) -> bool:
-            return isinstance(e, kind) and all(getattr(e, k) == v for k, v in fields.items())
-
-        while not any(match(e) for e in self.events):
-            await self._changed.wait()
-
-    def of(self, kind: type[Event], utterance: int | None = None) -> list[Any]:
-        return [
-            e
-            for e in self.events
-            if isinstance(e, kind) and (utterance is None or e.utterance == utterance)
-        ]
 
 
 def speech_gaps(audio: np.ndarray) -> list[float]:

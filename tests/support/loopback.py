@@ -14,9 +14,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RawRequest", "serve_asgi", "serve_raw"]
+__all__ = ["RawRequest", "replaying", "serve_asgi", "serve_raw"]
 
 _START_TIMEOUT = 10.0
+
+
+def replaying(body: bytes, receive: Callable[[], Any]) -> Callable[[], Any]:
+    """An ASGI ``receive`` for middleware that has read the request body itself: it hands the
+    app that body once, as one message, then passes on to the real ``receive``."""
+    replayed = False
+
+    async def replay() -> Any:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _listening_socket() -> socket.socket:

@@ -16,8 +16,7 @@ import functools
 import json
 import threading
 import zlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +25,9 @@ import anyio.lowlevel
 import anyio.to_thread
 import numpy as np
 
-from streamtts.engines import AudioStream, Engine
 from streamtts.opus import OggOpusEncoder
+from support.loopback import replaying
+from support.tonevoice import ToneEngine
 
 __all__ = ["CancelAt", "ConnectionLog", "SpeechCall", "ToneVoice", "tone_speech"]
 
@@ -59,49 +59,11 @@ def _tone_opus(text: str) -> bytes:
     return encoder.encode(tone_speech(text)) + encoder.finish()
 
 
-class _BytesAudio(AudioStream):
-    format = "ogg"
-    content_type = "audio/ogg"
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__()
-        self._data = data
-        self._at = 0
-
-    async def _next(self) -> bytes | None:
-        await anyio.lowlevel.checkpoint()
-        chunk = self._data[self._at : self._at + 1024]
-        self._at += len(chunk)
-        if not chunk:
-            return None
-        self._mark_chunk(chunk)
-        return chunk
-
-    async def aclose(self) -> None:
-        pass
-
-
-class ToneVoice(Engine):
+class ToneVoice(ToneEngine):
     """An engine whose audio for a text is always `tone_speech` of it, in Ogg Opus."""
 
-    name = "tones"
-
-    def stream(
-        self,
-        text: str,
-        *,
-        voice: str | None = None,
-        format: str = "opus",
-        speed: float | None = None,
-        instructions: str | None = None,
-        model: str | None = None,
-    ) -> AbstractAsyncContextManager[AudioStream]:
-        return self._stream(text)
-
-    @asynccontextmanager
-    async def _stream(self, text: str) -> AsyncIterator[AudioStream]:
-        data = await anyio.to_thread.run_sync(_tone_opus, text)
-        yield _BytesAudio(data)
+    def __init__(self) -> None:
+        super().__init__(_tone_opus)
 
 
 @dataclass
@@ -151,15 +113,7 @@ class ConnectionLog:
         headers = list(scope["headers"])
         headers += [(k.lower().encode(), v.encode()) for k, v in self.impair(call.text).items()]
         scope = {**scope, "headers": headers}
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
+        replay = replaying(body, receive)
         async def watch(message: Any) -> None:
             if message["type"] == "http.response.body" and not message.get("more_body"):
                 call.state = "complete"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import anyio
@@ -91,9 +91,17 @@ class _BytesAudio(AudioStream):
 
 
 class ToneEngine(Engine):
-    """An engine whose audio for a text is always the same (`tone_speech`, Ogg Opus)."""
+    """An engine whose audio for a text is always the same (`tone_opus` by default).
+
+    Args:
+        opus: Makes the Ogg Opus for a text (called in a worker thread; the same bytes for the
+            same text).
+    """
 
     name = "tones"
+
+    def __init__(self, opus: Callable[[str], bytes] = tone_opus) -> None:
+        self._opus = opus
 
     def stream(
         self,
@@ -109,7 +117,7 @@ class ToneEngine(Engine):
 
     @asynccontextmanager
     async def _stream(self, text: str) -> AsyncIterator[AudioStream]:
-        data = await anyio.to_thread.run_sync(tone_opus, text)
+        data = await anyio.to_thread.run_sync(self._opus, text)
         yield _BytesAudio(data)
 
 
