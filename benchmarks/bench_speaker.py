@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from support.audio import NullSink, ensure_pulse  # noqa: E402
 from support.loopback import serve_asgi  # noqa: E402
+from support.tonevoice import BytesAudio  # noqa: E402
 
 from streamtts.engines import AudioStream, Engine, EspeakEngine, OpenAIEngine  # noqa: E402
 from streamtts.events import SentenceStarted  # noqa: E402
@@ -76,28 +76,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "in_flight_2_trimmed": {"max_in_flight": 2, "trim": True, "pause": 0.15},
     "in_flight_3_trimmed": {"max_in_flight": 3, "trim": True, "pause": 0.15},
 }
-
-
-class _BytesAudio(AudioStream):
-    format = "ogg"
-    content_type = "audio/ogg"
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__()
-        self._data = data
-        self._at = 0
-
-    async def _next(self) -> bytes | None:
-        await anyio.lowlevel.checkpoint()
-        chunk = self._data[self._at : self._at + 4096]
-        self._at += len(chunk)
-        if not chunk:
-            return None
-        self._mark_chunk(chunk)
-        return chunk
-
-    async def aclose(self) -> None:
-        pass
 
 
 class OpenAILikeVoice(Engine):
@@ -139,7 +117,7 @@ class OpenAILikeVoice(Engine):
             encoder = OggOpusEncoder(VOICE_RATE, 1, page_ms=PAGE_MS)
             return encoder.encode(padded) + encoder.finish()
 
-        yield _BytesAudio(await anyio.to_thread.run_sync(encode))
+        yield BytesAudio(await anyio.to_thread.run_sync(encode), chunk=4096)
 
 
 def gaps_in(recording: np.ndarray, threshold_db: float = -50.0) -> list[float]:

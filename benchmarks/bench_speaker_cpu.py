@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from support.audio import NullSink, ensure_pulse  # noqa: E402
+from support.tonevoice import BytesAudio  # noqa: E402
 
 from streamtts.engines import AudioStream, Engine  # noqa: E402
 from streamtts.speaker import Speaker  # noqa: E402
@@ -70,31 +70,6 @@ def speech(text: str) -> bytes:
     return (np.concatenate(parts) * 32767).astype("<i2").tobytes()
 
 
-class _PcmAudio(AudioStream):
-    format = "pcm"
-    content_type = "audio/pcm"
-    sample_rate = RATE
-    channels = 1
-    sample_format = "s16le"
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__()
-        self._data = data
-        self._at = 0
-
-    async def _next(self) -> bytes | None:
-        await anyio.lowlevel.checkpoint()
-        chunk = self._data[self._at : self._at + 9600]
-        self._at += len(chunk)
-        if not chunk:
-            return None
-        self._mark_chunk(chunk)
-        return chunk
-
-    async def aclose(self) -> None:
-        pass
-
-
 class ToneEngine(Engine):
     """Synthetic PCM for any text, made at once."""
 
@@ -114,7 +89,7 @@ class ToneEngine(Engine):
 
     @asynccontextmanager
     async def _stream(self, text: str) -> AsyncIterator[AudioStream]:
-        yield _PcmAudio(speech(text))
+        yield BytesAudio(speech(text), chunk=9600, pcm_rate=RATE)
 
 
 async def run_once(config: str) -> dict[str, float]:

@@ -26,6 +26,7 @@ from streamtts.trim import SilenceTrimmer
 
 __all__ = [
     "VOICE_RATE",
+    "BytesAudio",
     "ToneEngine",
     "decode_relayed",
     "spoken_reference",
@@ -68,18 +69,29 @@ def spoken_reference(text: str, rate: int = 48000) -> np.ndarray:
     return np.concatenate(parts)[:, 0]
 
 
-class _BytesAudio(AudioStream):
-    format = "ogg"
-    content_type = "audio/ogg"
+class BytesAudio(AudioStream):
+    """An engine response served from bytes in memory, ``chunk`` bytes per read.
 
-    def __init__(self, data: bytes) -> None:
+    Args:
+        data: The whole body.
+        chunk: Bytes per read.
+        pcm_rate: For raw s16le PCM: its rate (the body is then ``format="pcm"``); None: Ogg Opus.
+    """
+
+    def __init__(self, data: bytes, *, chunk: int = 1024, pcm_rate: int | None = None) -> None:
         super().__init__()
+        if pcm_rate is None:
+            self.format, self.content_type = "ogg", "audio/ogg"
+        else:
+            self.format, self.content_type = "pcm", "audio/pcm"
+            self.sample_rate, self.channels, self.sample_format = pcm_rate, 1, "s16le"
         self._data = data
+        self._chunk = chunk
         self._at = 0
 
     async def _next(self) -> bytes | None:
         await anyio.lowlevel.checkpoint()
-        chunk = self._data[self._at : self._at + 1024]
+        chunk = self._data[self._at : self._at + self._chunk]
         self._at += len(chunk)
         if not chunk:
             return None
@@ -118,7 +130,7 @@ class ToneEngine(Engine):
     @asynccontextmanager
     async def _stream(self, text: str) -> AsyncIterator[AudioStream]:
         data = await anyio.to_thread.run_sync(self._opus, text)
-        yield _BytesAudio(data)
+        yield BytesAudio(data)
 
 
 def decode_relayed(head: RelayHead, packets: list[RelayPacket], rate: int = 48000) -> np.ndarray:
