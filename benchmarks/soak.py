@@ -18,10 +18,12 @@ Resident memory counts the heap glibc keeps after Python frees it (it is not ret
 OS at once), so a slow RSS climb is not necessarily a leak: ``--malloc-trim`` returns that free
 heap before each sample, and the RSS then follows live memory only. Each sample also records
 glibc's own account (``mallinfo2``): ``heap_used_mb`` (bytes malloc has handed out and not got
-back: numpy's data, Python's objects over 512 bytes and the C libraries' memory) and
-``heap_free_mb`` (freed bytes it keeps); Python's small objects live in its own arenas, counted by
-``py_blocks`` (``sys.getallocatedblocks()``). A leak grows the first or the last; allocator
-retention the second. To name a leak:
+back: numpy's data, Python's objects over 512 bytes and the C libraries' memory),
+``heap_free_mb`` (freed bytes it keeps) and ``heap_arena_mb`` (the heaps' size, without big
+mmapped blocks: it grows when live memory or fragmentation pushes the heap's top up, and is not
+swayed by the buffers in flight at the sample); Python's small objects live in its own arenas,
+counted by ``py_blocks`` (``sys.getallocatedblocks()``). A leak grows the first or the last;
+allocator retention the second (and the arena). To name a leak:
 ``--tracemalloc N`` traces Python allocations (numpy's included) with N frames and reports the
 largest growths between the end of the warm-up and the end of the run by traceback (and a few
 of the new objects of the types that grew most, with their holders); the object counts by type
@@ -195,6 +197,15 @@ def heap_mb() -> tuple[float, float]:
         return float("nan"), float("nan")
     info = _mallinfo2()
     return (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20
+
+
+def heap_arena_mb() -> float:
+    """Bytes glibc's heaps take from the system (``mallinfo2.arena``; big mmapped blocks not
+    included), in MiB: it grows when the heap's top moves up (live growth or fragmentation),
+    without the noise of the large buffers in flight at the sample."""
+    if _mallinfo2 is None:
+        return float("nan")
+    return float(_mallinfo2().arena) / 2**20
 
 
 def type_counts() -> Counter[str]:
@@ -433,6 +444,7 @@ async def soak(
                         "rss_file_mb": round(mapped, 2),
                         "heap_used_mb": round(used, 3),
                         "heap_free_mb": round(free, 3),
+                        "heap_arena_mb": round(heap_arena_mb(), 3),
                         "py_blocks": sys.getallocatedblocks(),
                         "server_rss_mb": round(rss_mb(server_pid), 2),
                         "threads": threading.active_count(),
@@ -694,6 +706,7 @@ def main() -> int:
         "rss_file_mb": trend(samples, "rss_file_mb"),
         "heap_used_mb": trend(samples, "heap_used_mb"),
         "heap_free_mb": trend(samples, "heap_free_mb"),
+        "heap_arena_mb": trend(samples, "heap_arena_mb"),
         "py_blocks": trend(samples, "py_blocks"),
         "server_rss_mb": trend(samples, "server_rss_mb"),
         "threads": trend(samples, "threads"),

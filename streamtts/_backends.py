@@ -90,10 +90,12 @@ def _malloc_trim() -> Callable[[int], int] | None:
 def release_free_heap() -> None:
     """Give the C heap's free memory back to the system (glibc ``malloc_trim``; else no-op).
 
-    glibc keeps freed heap memory for reuse; with the ~64 kB socket read buffers of every HTTP
-    response allocated on it, a long-running speaker's resident memory climbs by ~4 MB an hour
-    of freed-but-kept heap (measured: benchmarks/soak.py) while its live memory stays flat. The
-    player calls this when its output goes idle; it takes ~0.1 ms.
+    glibc keeps freed heap memory for reuse, and only the free space at the top of its heap
+    goes back to the system by itself; ``malloc_trim`` also releases the free pages inside it.
+    The player calls this when its output goes idle, so a speaker that has been talking holds
+    only its live memory between utterances; it takes ~0.1 ms. (The heap's steady climb of a
+    long run came from the socket reads' transient buffers and is fixed at its source:
+    `streamtts.engines._net`.)
     """
     trim = _malloc_trim()
     if trim is not None:

@@ -262,7 +262,9 @@ class OpenAIEngine(Engine):
         base_url: The API root; default ``OPENAI_BASE_URL``, else ``https://api.openai.com/v1``.
         model: Default model.
         voice: Default voice.
-        client: An ``httpx.AsyncClient`` to use (not closed by `aclose`); default: one of our own.
+        client: An ``httpx.AsyncClient`` to use (not closed by `aclose`); default: one of our own,
+            which reads its sockets into reused buffers (a long-running speaker's heap stays
+            flat; a client of your own keeps httpx's stock reads).
         connect_timeout: Seconds to connect.
         read_timeout: Seconds without any byte before `StreamTimeout` (also for the headers).
         max_retries: Retries of 429/5xx before the first audio byte.
@@ -317,6 +319,7 @@ class OpenAIEngine(Engine):
     def _get_client(self) -> httpx.AsyncClient:
         if self._client is None:
             from .. import __version__
+            from ._net import install_quiet_backend  # imports httpcore, as httpx does: lazily
 
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(
@@ -327,6 +330,9 @@ class OpenAIEngine(Engine):
                 ),
                 headers={"User-Agent": f"streamtts/{__version__}"},
             )
+            # Read sockets into reused buffers: asyncio's stock reads fragment the C heap of a
+            # long-running speaker (see _net).
+            install_quiet_backend(self._client)
         return self._client
 
     async def __aenter__(self) -> OpenAIEngine:
