@@ -543,9 +543,12 @@ def test_how_an_arrival_is_sliced_never_changes_a_decision(
         sliced.extend((now, piece / 256) for piece in _slices(units, cuts))
     make = StartPolicy.adaptive if policy == "adaptive" else StartPolicy.low_latency
     a, b = run(make(), whole, hint), run(make(), sliced, hint)
-    assert (a.start_time, a.underruns, a.silence, a.restarts, a.finish_time) == (
-        b.start_time, b.underruns, b.silence, b.restarts, b.finish_time
+    assert (a.start_time, a.underruns, a.restarts, a.finish_time) == (
+        b.start_time, b.underruns, b.restarts, b.finish_time
     )
+    # The silence is a sum over the simulation's blocks, whose times start at 0.1 (not a binary
+    # fraction): the same decisions may add it up in another order (seen: 1e-16 apart).
+    assert a.silence == pytest.approx(b.silence, rel=0, abs=1e-9)
 
 
 @pytest.mark.parametrize("rate", [0.85, 0.92, 0.98])
