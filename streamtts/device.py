@@ -29,6 +29,14 @@ PulseAudio at 100 ms latency the first sample was heard ~100 ms after it was que
 the device takes a whole buffer's worth in one burst (`DeviceOutput.start_fill` frames, measured
 once when the stream is opened, by starting it silent), so the player starts the stream when the
 ring holds at least that much (or the whole source), and stops it when nothing is left to play.
+The probe costs ~8 ms of the ~13 ms an open takes here; its result is kept for the process, in
+seconds (`START_BURSTS`), so opening the same output again (a player reopening at a source's
+rate, the next player) skips it. Seconds, because the burst is the device's buffer, set by the
+latency asked for: measured here at 16, 22.05, 24, 44.1 and 48 kHz, into 24 and 48 kHz sinks,
+it was the same time at every rate within its run-to-run spread (30–40, 60–80, 120–150 and
+350 ms at latencies "low", 40, 100 and 250 ms). A remembered value is only a measurement:
+such a stream is first started for real audio, and a stream that cannot start then fails
+`DeviceOutput.start` with the same `AudioDeviceError` as a probe would.
 
 A lost device (the sound server killed, a USB device unplugged) is found by `DeviceOutput.fault`,
 which the async side polls: PortAudio's ALSA host API ends its callback thread when the server
@@ -88,6 +96,12 @@ PROBE_TIMEOUT = 0.1
 #: The start burst is over when the callback has been quiet this long. Shorter than any steady
 #: callback period (one block, 10 ms), longer than the gaps inside the burst (< 1 ms here).
 PROBE_QUIET = 0.006
+
+#: Start bursts measured by the probe in this process, in seconds, by (PortAudio device index,
+#: device name, channels, requested latency, requested blocksize, and the rate when the
+#: blocksize was given in frames): what decides how much a stream takes when it starts. Written
+#: by worker threads (one dict store, atomic under the GIL).
+START_BURSTS: dict[tuple[int, str, int, float | str, int | None, int | None], float] = {}
 
 #: Seconds of callback clock bounds `DeviceOutput.observe_clock` keeps: long enough to contain
 #: several callback bursts (a sound server asks every 20–100 ms, and only the first callback of
@@ -209,6 +223,9 @@ class DeviceOutput:
         #: Frames the device takes at once when the stream starts (its buffer filled in one
         #: burst): measured by `open`, never less than the output latency and one block.
         self.start_fill = 0
+        #: True if `open` ran the silent probe; False if `start_fill` was remembered from an
+        #: earlier probe of the same output in this process (`START_BURSTS`).
+        self.probed = False
         self._stream: Any = None
         self._running = False  # the stream was started (or a start is under way) and not stopped
         self._stopping = False  # a stop is under way (`resume` is held until it is done)
@@ -266,7 +283,11 @@ class DeviceOutput:
         return self._stream is not None and not self._closed
 
     async def open(self) -> None:
-        """Pick the rate, allocate the ring, open and start the stream.
+        """Pick the rate, allocate the ring, open the stream and leave it stopped.
+
+        The first open of an output in the process starts the stream once, silent, to measure
+        `start_fill` (and to prove that it starts); later opens of the same output, at any rate,
+        reuse that measurement (`START_BURSTS`, `probed`).
 
         Raises:
             AudioDeviceError: No device/server, the device refused the settings, or PortAudio
@@ -301,7 +322,15 @@ class DeviceOutput:
             )
             try:
                 offset = time.monotonic() - stream.time
-                fill = self._probe(stream)
+                key = self._probe_key(sd, stream, rate)
+                burst = START_BURSTS.get(key)
+                if burst is not None:
+                    fill = round(burst * rate)
+                else:
+                    fill = self._probe(stream)
+                    self.probed = True
+                    if fill:  # a stream that never called back proved nothing: not kept
+                        START_BURSTS[key] = fill / rate
             except BaseException:
                 stream.close(ignore_errors=True)
                 raise
@@ -330,6 +359,15 @@ class DeviceOutput:
         self.output_latency = float(stream.latency)
         if self.blocksize == 0:
             self.blocksize = int(stream.blocksize) or round(BLOCK_SECONDS * self.sample_rate)
+
+    def _probe_key(
+        self, sd: Any, stream: Any, rate: int
+    ) -> tuple[int, str, int, float | str, int | None, int | None]:
+        """What the start burst depends on: the `START_BURSTS` key of this stream."""
+        index = int(stream.device)
+        name = str(sd.query_devices(index)["name"])
+        block = self.blocksize_request
+        return (index, name, self.channels, self.latency_request, block, rate if block else None)
 
     def _probe(self, stream: Any) -> int:
         """Start the stream silent, count the frames of its start burst, stop it (a worker
@@ -398,10 +436,10 @@ class DeviceOutput:
         first frame leaves the device a few milliseconds after this returns.
 
         A blocking call, made on the caller's thread: starting an opened stream takes ~1 ms
-        (PortAudio primes the device and starts its callback thread; `open` has already
-        started this stream once, in its probe), while a hop to a worker thread would cost
-        5–15 ms of first-sound latency whenever the event loop is busy decoding (the worker
-        waits for the GIL).
+        (PortAudio primes the device and starts its callback thread; also the first start of a
+        stream whose probe was skipped), while a hop to a worker thread would cost 5–15 ms of
+        first-sound latency whenever the event loop is busy decoding (the worker waits for the
+        GIL).
 
         Raises:
             AudioDeviceError: PortAudio refused to start.

@@ -19,6 +19,14 @@ already queued (a running idle stream would make it wait behind a device buffer 
 stops it once everything played has left the device and nothing else is playing, so the next
 source also starts at once (`streamtts.device`).
 
+Opening the device (~13 ms here, more on a loaded machine) is kept off the first sound's path.
+A player given no ``sample_rate`` opens it in the background as soon as it is entered, at
+`SPECULATIVE_RATE` (48 kHz: every Ogg Opus stream decodes at it natively, and it is the usual
+device rate): a source that fits (any Opus; WAV or PCM at 48 kHz; the channel count opened)
+plays on it at once; any other source gets a device opened at its own rate, as if there had
+been no speculative open, and the unused one is closed in the background. A speculative open
+that fails raises nothing: the source that needs the device opens it itself and reports why.
+
 Every ring index is absolute, so the ring index doubles as "frames of audio played": events'
 ``position`` is that index.
 """
@@ -26,6 +34,8 @@ Every ring index is absolute, so the ring index doubles as "frames of audio play
 from __future__ import annotations
 
 import contextlib
+import gc
+import math
 import os
 import time
 from collections import deque
@@ -80,17 +90,24 @@ __all__ = ["EventStream", "PlaybackResult", "Player", "PlayerStats", "Source"]
 #: (a few hundred µs of Python per second).
 POLL_INTERVAL = 0.005
 
-#: The poller's interval while the output plays steadily: with more than `STEADY_BUFFER` of
-#: audio queued and no source ending within it, no start, restart or end can be due before the
-#: next round, and the callback plays on by itself. Every wake-up of the event loop costs CPU of
-#: its own (~50 µs with the loop's bookkeeping), so the rounds are what the player costs while it
-#: plays. Measured, CPU of a core while playing 10 s of PCM (a bare sounddevice stream copying
-#: from an array: 0.97 %): 5 ms rounds 3.4 %, 40 ms 1.6 %, 100 ms 1.37 %, 200 ms 1.37 %.
-STEADY_POLL_INTERVAL = 0.1
+#: Shortest sleep of the poller when it wakes for a known moment (a source's last frame leaving
+#: the device, the stream's stop): a moment that has just passed (the round ran late) must not
+#: make it spin; half a millisecond is far below what a play() return or a start can notice.
+MIN_POLL_SLEEP = 0.0005
 
-#: Queued audio (seconds) above which the steady interval is used: five steady intervals, so
-#: even a round that comes late comes long before the ring could run dry.
-STEADY_BUFFER = 0.5
+#: The poller's longest sleep while the output plays. While it plays, the poller is needed only
+#: when the ring may run dry or a source's last frame is read (`Player._poll_interval` sleeps
+#: until one POLL_INTERVAL before the nearer of the two); this bounds the sleep for what has no
+#: moment: a lost device (`DeviceOutput.fault` needs a look well within STALL_TIMEOUT / 2) and
+#: the callback clock's window (several samples per CLOCK_WINDOW, 2 s).
+#: Every round is an event-loop wake-up, and a wake-up costs far more than the round's own work
+#: (here, a 2-vCPU VM: ~130 µs of CPU for a bare asyncio sleep round, ~240 µs for a poller
+#: round, of which `_poll_once` is ~40 µs): the rounds are what the player costs while it plays.
+#: Measured (benchmarks/bench_player.py ``cpu_while_playing``, 8 s pre-buffered tone, medians;
+#: a bare sounddevice stream 0.8–1.0 %): the earlier rule (5 ms rounds within 0.5 s of a dry
+#: ring or a source's end, else 0.1 s) 1.3–1.4 %, 15 wake-ups/s; this rule with a 0.25 s cap
+#: 1.15 %, 0.5 s cap 1.0–1.1 %, 2 wake-ups/s. Back-to-back 2.5 s sources: 2.1 % → 1.07 %.
+STEADY_POLL_INTERVAL = 0.5
 
 #: Bytes handed to the format reader at once. A big chunk (a whole file) is decoded in slices
 #: with a checkpoint between them, so the event loop (and the poller) never waits more than a few
@@ -117,10 +134,23 @@ EVENT_QUEUE = 256
 CLOSE_TIMEOUT = 2.0
 
 #: Seconds the stream keeps running after the last audio has left the device, by its clock,
-#: before it is stopped (idle): the sound server plays a few ms more of its own after PortAudio
-#: (7–9 ms seen on PulseAudio), and stopping aborts whatever it still holds. A source arriving
-#: within it starts behind the device's buffer of silence instead of at once.
-STOP_GUARD = 0.03
+#: before it is stopped (idle), or stopped and started again for a source that came meanwhile
+#: (a later ``play()`` waits for it: it is what later plays pay over the first). Stopping aborts
+#: whatever the device and the sound server still hold, so it must not come before the last
+#: frame has really been played. Measured here (PulseAudio null sink, recorded; the stop asked
+#: for N ms after the device time of the last frame; latencies 40 ms, 100 ms, "low"; idle and
+#: with a core busy): N = -5 lost a 10 ms block in 6 runs of 18, N = -4 and -3 in 2 of 24,
+#: N = -2 to +10 in none of 66. One block (10 ms) of margin over that edge covers the clock's
+#: error; the 30 ms used before cost every later play ~25 ms of first-sound latency.
+STOP_GUARD = 0.01
+
+#: Rate of the device a player given no ``sample_rate`` opens speculatively on entry. Every Ogg
+#: Opus stream decodes natively at 48 kHz whatever rate it was encoded from, and 48 kHz is the
+#: usual rate of sound servers and devices (no resampling anywhere): so the first Opus source
+#: never waits for an open. WAV and PCM at another rate (OpenAI's 24 kHz) get their own device,
+#: at their rate, as soon as it is known (WAV: its header; raw PCM: the ``play()`` call), so a
+#: first source is never resampled; that open skips the probe (`streamtts.device`).
+SPECULATIVE_RATE = 48000
 
 #: After a stream start, the device's consumption is not measured as a burst for this long: the
 #: start takes a whole device buffer at once (`DeviceOutput.start_fill`), once, and counting it
@@ -230,6 +260,7 @@ class _Src:
     underruns: int = 0
     underrun_ms: float = 0.0
     error: BaseException | None = None
+    decoding: anyio.CancelScope | None = None  # its receive/decode tasks (a lost device ends them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +319,10 @@ class Player:
         device_latency: PortAudio's output latency: seconds (default 100 ms, safe on a busy
             machine), ``"low"`` or ``"high"``.
         sample_rate: Open the device at this rate on entering (default: the first source's rate;
-            later sources at other rates are resampled).
+            later sources at other rates are resampled). Without it the device is opened in
+            the background on entering, at 48 kHz and ``channels`` (default mono), and used if
+            the first source fits it (Ogg Opus always); otherwise a device at the first
+            source's rate and channels is opened when its header is in.
         channels: Device channels (default: the first source's).
         ring_seconds: Capacity of the buffer between decoding and the device.
     """
@@ -328,14 +362,23 @@ class Player:
         self._seen_stalls = 0
         self._synced_read = 0  # ring read index when the runs were last synced
         self._last_frames_out = 0
-        self._steady_round = False  # the last poller round slept STEADY_POLL_INTERVAL
+        self._steady_round = False  # the last poller round slept longer than POLL_INTERVAL
+        self._poll_nap: anyio.CancelScope | None = None  # a long poller sleep (_wake_poller)
         self._control_wake = anyio.Event()  # wakes the control task (start/stop the stream)
         self._poll_wake = anyio.Event()  # wakes the poller early (a stream start)
         self._started_stream_at = 0.0  # monotonic time of the latest stream start
         self._restart_wanted = False  # restart the idle running stream for a new source
         self._open_early: tuple[int, int] | None = None  # (rate, channels) to open the device at
+        # The speculative open (see the module doc): its result, failure and completion, and
+        # the scope of its shielded open (cancelled only by aclose giving up on a hung open).
+        self._spare: DeviceOutput | None = None
+        self._spare_error: StreamTTSError | None = None
+        self._spare_done: anyio.Event | None = None
+        self._spare_scope: anyio.CancelScope | None = None
+        self._unused: DeviceOutput | None = None  # a speculative device to close (a task)
         self._bursts: deque[tuple[float, int]] = deque()  # (poll time, frames taken since last)
         self._burst = 0  # most frames the device took between two polls within BURST_MEMORY
+        self._due = math.inf  # the next known moment the poller must act at (monotonic)
         self._stalls: dict[int, _Stall] = {}
         self._progress = anyio.Event()
         self._subscribers: list[EventStream[Event]] = []
@@ -357,8 +400,11 @@ class Player:
             # it hangs (a stuck sound server), opening the device reports it, with its timeout.
             with anyio.move_on_after(OPEN_TIMEOUT):
                 await anyio.to_thread.run_sync(_warm_up_backend, abandon_on_cancel=True)
+            _collect_garbage_now()
             if self._open_rate is not None:
                 await self._open_device(self._open_rate, self._open_channels or 1)
+            else:
+                self._spare_done = anyio.Event()  # the control task opens it first thing
             tg.start_soon(self._poll_forever)
             tg.start_soon(self._control_forever)
         except BaseException as exc:
@@ -402,6 +448,7 @@ class Player:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
+            await self._close_spare()
             with anyio.move_on_after(CLOSE_TIMEOUT):
                 if self._device is not None:
                     if not abort:
@@ -539,12 +586,18 @@ class Player:
             sample_format=pcm_format
             or (media.sample_format if media and media.sample_format else "s16le"),
         )
+        if format == "pcm" and self._device is None and not self._active:
+            # Raw PCM's rate is known before its first byte: open the device now, while the
+            # request is on its way (as for a header: `_feed`).
+            self._open_early = (pcm.rate, self._open_channels or pcm.channels)
+            self._control_wake.set()
         src = _Src(self._next_index, now, self._policy)
         self._next_index += 1
         try:
             async with self._lock:
                 if self._closed:
                     raise UsageError("the player was closed")
+                self._check_device()  # lost while this waited: its source may never end
                 src.policy.reset(time.monotonic(), expected_duration=expected_duration)
                 self._writer = src
                 self._active.append(src)
@@ -625,6 +678,7 @@ class Player:
             stopped_at = dev.ring.read_index
             if stopped_at < src.end:
                 dev.flush(to=src.end)
+                self._wake_poller()  # what plays next (a stop, a restart) is due within a block
                 while dev.flushes_done != dev.flush_requests and dev.is_open:
                     await self._next_poll()
                 if dev.flushes_done == dev.flush_requests:
@@ -644,6 +698,7 @@ class Player:
             return
         if dev.playing or dev.ring.readable():
             dev.flush()
+            self._wake_poller()
             while dev.flushes_done != dev.flush_requests and dev.is_open:
                 await self._next_poll()
         self._poll_once()
@@ -702,6 +757,7 @@ class Player:
         state = _DecodeState()
         failure: Exception | None = None
         async with anyio.create_task_group() as tg:
+            src.decoding = tg.cancel_scope
             tg.start_soon(self._receive, src, chunks, send)
             async with recv:
                 try:
@@ -711,6 +767,8 @@ class Player:
                 except Exception as exc:  # raised below, outside the task group (no group)
                     failure = exc
                     tg.cancel_scope.cancel()
+        src.decoding = None
+        self._check_device()  # `_lose_device` ended the wait for the source's bytes
         if failure is not None:
             raise failure
         if state.reader is None and state.head and src.error is None:
@@ -825,7 +883,7 @@ class Player:
         self._check_device()
         if src.begin is None:
             src.begin = ring.write_index
-            self._poll_wake.set()  # the poller may be idle: it has a source to follow now
+            self._wake_poller()  # the poller may be idle: it has a source to follow now
         while True:
             n = ring.write(block)
             if n:
@@ -843,15 +901,101 @@ class Player:
         async with self._open_lock:
             if self._device is not None:
                 return
-            dev = DeviceOutput(
-                rate, channels, device=self._device_name, blocksize=self._blocksize,
-                latency=self._device_latency, ring_seconds=self._ring_seconds,
-            )
-            await dev.open()
+            dev = await self._take_spare(rate, channels)
+            if dev is None:
+                dev = self._new_device(rate, channels)
+                try:
+                    await dev.open()
+                except AudioDeviceError:
+                    if self._unused is None:
+                        raise
+                    # A device that opens only once at a time (an ALSA hw device): close the
+                    # speculative one first, then try again.
+                    unused, self._unused = self._unused, None
+                    await _close_device(unused)
+                    dev = self._new_device(rate, channels)
+                    await dev.open()
             if self._closed:
                 await dev.close()
                 raise UsageError("the player was closed")
             self._device = dev
+
+    def _new_device(self, rate: int, channels: int) -> DeviceOutput:
+        return DeviceOutput(
+            rate, channels, device=self._device_name, blocksize=self._blocksize,
+            latency=self._device_latency, ring_seconds=self._ring_seconds,
+        )
+
+    async def _open_spare(self) -> None:
+        """The speculative open (the control task's first act; see the module doc).
+
+        The open runs shielded: left to finish (normally ~13 ms) it leaves nothing behind, while
+        a cancelled one would leave its worker thread to close the stream some time later. Only
+        `aclose` cancels it, when the open hangs (a stuck sound server) beyond `CLOSE_TIMEOUT`.
+        """
+        done = self._spare_done
+        assert done is not None
+        try:
+            if self._closed:
+                return
+            dev = self._new_device(SPECULATIVE_RATE, self._open_channels or 1)
+            with anyio.CancelScope(shield=True) as self._spare_scope:
+                await dev.open()
+            if dev.is_open:  # else aclose gave up on it: the device closes its stream itself
+                self._spare = dev
+        except StreamTTSError as exc:  # reported by the source that needs the device, if any
+            self._spare_error = exc
+        finally:
+            done.set()
+
+    async def _take_spare(self, rate: int, channels: int) -> DeviceOutput | None:
+        """The speculatively opened device if it fits ``rate``/``channels``, else None.
+
+        Waits for the speculative open if it is under way (it ends sooner than a new open
+        would, and PortAudio's opens are not made concurrently). A device that does not fit is
+        closed in the background, after the source's own open. A speculative open that timed
+        out is not tried again: its error is raised at once.
+        """
+        done = self._spare_done
+        if done is None:
+            return None
+        await done.wait()
+        error = self._spare_error
+        if isinstance(error, AudioDeviceError) and isinstance(error.__cause__, TimeoutError):
+            raise AudioDeviceError(str(error)) from error.__cause__  # for every later caller too
+        self._spare_done = None
+        self._spare_error = None
+        dev, self._spare = self._spare, None
+        if dev is None or (dev.requested_rate == rate and dev.channels == channels):
+            return dev
+        if self._closed or self._tg is None:
+            await _close_device(dev)
+        else:
+            self._unused = dev
+            self._tg.start_soon(self._close_unused)
+        return None
+
+    async def _close_unused(self) -> None:
+        """Close a speculative device no source could use: after the open that replaces it
+        (PortAudio's opens and closes one at a time), off the path of the first sound (a
+        task of its own: the control task starts the stream meanwhile)."""
+        async with self._open_lock:
+            dev, self._unused = self._unused, None
+            if dev is not None:
+                await _close_device(dev)
+
+    async def _close_spare(self) -> None:
+        """On closing: wait for a speculative open under way (bounded), close its device."""
+        done = self._spare_done
+        if done is not None and not done.is_set():
+            with anyio.move_on_after(CLOSE_TIMEOUT):
+                await done.wait()
+            if not done.is_set() and self._spare_scope is not None:
+                self._spare_scope.cancel()  # a hung open: DeviceOutput abandons it
+        for dev in (self._spare, self._unused):
+            if dev is not None:
+                await _close_device(dev)
+        self._spare = self._unused = None
 
     # ------------------------------------------------------------------ the poller
     async def _poll_forever(self) -> None:
@@ -865,24 +1009,38 @@ class Player:
                     await self._lose_device()
                     return
                 interval = self._poll_interval()
-                # A steady round's gap is not a device burst: `_measure_burst` skips it.
-                self._steady_round = interval == STEADY_POLL_INTERVAL
+                # A long round's gap is not a device burst: `_measure_burst` skips it.
+                self._steady_round = interval is not None and interval > POLL_INTERVAL
                 if interval is None:
                     await self._poll_wake.wait()
+                elif interval > POLL_INTERVAL:
+                    # A long sleep that `_wake_poller` cuts short. Its cancel scope (~20 µs) is
+                    # paid only on these rounds; a timed-out wait (a scope firing) costs several
+                    # times more, so the fast rounds below sleep plainly.
+                    with anyio.CancelScope() as self._poll_nap:
+                        await anyio.sleep(interval)
+                    self._poll_nap = None
                 else:
-                    # A plain sleep: a timed-out wait (a cancel scope firing) costs several
-                    # times more CPU, on every round.
                     await anyio.sleep(interval)
+
+    def _wake_poller(self) -> None:
+        """Make the poller take a round now, whether it waits idle or sleeps a long round."""
+        self._poll_wake.set()
+        if self._poll_nap is not None:
+            self._poll_nap.cancel()
 
     async def _control_forever(self) -> None:
         """Start the stream when playback is asked for; stop it once idle (see the module doc).
 
         The only task that starts or stops the stream, so a start and a stop never overlap. It
-        also opens the device early, as soon as a source's rate is known.
+        also opens the device: speculatively on entry (`_open_spare`), or early, as soon as a
+        source's rate is known.
         """
         with anyio.CancelScope() as self._control_scope:
             if self._closed:
                 return
+            if self._spare_done is not None:
+                await self._open_spare()
             await self._control_loop()
 
     async def _control_loop(self) -> None:
@@ -904,7 +1062,7 @@ class Player:
                         self._bursts.clear()
                         self._burst = 0
                         dev.start()
-                        self._poll_wake.set()  # follow the start at the fast rate
+                        self._wake_poller()  # follow the start at the fast rate
                         acted = True
                     elif dev.running and self._may_stop(
                         dev, time.monotonic(), restart=self._restart_wanted
@@ -919,39 +1077,54 @@ class Player:
                         acted = True
                 except AudioDeviceError as exc:
                     self._device_error = str(exc)
-                    self._poll_wake.set()
+                    self._wake_poller()
             if not acted:
                 await self._control_wake.wait()
                 self._control_wake = anyio.Event()
 
     def _may_stop(self, dev: DeviceOutput, now: float, *, restart: bool = False) -> bool:
-        """True when the running stream may be stopped: nothing plays and every frame played
-        has left the device. ``restart``: to start again at once, for a new source waiting in
-        the ring (its first frame would otherwise queue behind the device's buffer of silence).
+        """True when the running stream may be stopped now (see `_stop_at`)."""
+        stop_at = self._stop_at(dev, now, restart=restart)
+        return stop_at is not None and now >= stop_at
+
+    def _stop_at(self, dev: DeviceOutput, now: float, *, restart: bool = False) -> float | None:
+        """When the running stream may be stopped: nothing plays and every frame played has
+        left the device (`STOP_GUARD` after the last one), or None while it may not.
+        ``restart``: to start again at once, for a new source waiting in the ring (its first
+        frame would otherwise queue behind the device's buffer of silence).
         """
         if dev.playing or dev.flushes_done != dev.flush_requests:
-            return False
+            return None
         if dev.ring.readable() and not restart:
-            return False
+            return None
         read = dev.ring.read_index
         for src in self._active:
             if src.begin is None or src.done.is_set():
                 continue
             if not restart or src.begin < read:
-                return False  # mid-source (an underrun, or its last frames draining)
+                return None  # mid-source (an underrun, or its last frames draining)
         self._sync_runs(now)
         last = 0
         if self._runs:
             run = self._runs[-1]
             if run.end is None:
-                return False
+                return None
             last = run.out + run.end - run.start
-        return now >= dev.device_time(last) + STOP_GUARD
+        return dev.device_time(last) + STOP_GUARD
 
     def _poll_interval(self) -> float | None:
-        """`POLL_INTERVAL`, or `STEADY_POLL_INTERVAL` while nothing can need a decision soon,
-        or None while idle: no device yet, or a stopped one with no audio; the poller then
-        waits for ``_poll_wake`` (set when audio is written or the stream starts)."""
+        """`POLL_INTERVAL`, or longer (up to `STEADY_POLL_INTERVAL`) while the output plays
+        and nothing can need a decision soon (see `_regular_interval`), or None while idle: no
+        device yet, or a stopped one with no audio; the poller then waits for ``_poll_wake``
+        (set when audio is written or the stream starts; `_wake_poller`). Shorter when
+        the last round found a moment to act at before the next one (``_due``): a source's
+        end (its ``play()`` returns) or the stream's stop (a later source may wait for it)."""
+        interval = self._regular_interval()
+        if interval is not None and self._due < math.inf:
+            interval = min(interval, max(MIN_POLL_SLEEP, self._due - time.monotonic()))
+        return interval
+
+    def _regular_interval(self) -> float | None:
         dev = self._device
         if (dev is None or (not dev.running and not dev.playing)) and not any(
             src.begin is not None for src in self._active
@@ -959,14 +1132,25 @@ class Player:
             return None
         if dev is None or not dev.playing:
             return POLL_INTERVAL
-        steady = int(STEADY_BUFFER * dev.sample_rate)
-        if dev.ring.readable() < steady:
-            return POLL_INTERVAL
-        horizon = dev.ring.read_index + steady + _drain_margin(dev)
+        # While it plays, nothing can need the poller before the ring could run dry (a device
+        # burst early: it takes that much at once), a queued source's first frame is read (its
+        # PlaybackStarted) or a source's last frame is read (its end is then timed by ``_due``):
+        # sleep until one fast round before the nearest of these.
+        read = dev.ring.read_index
+        ahead = dev.ring.readable() - max(0, self._burst - dev.blocksize)
         for src in self._active:
-            if src.end is not None and src.end <= horizon:
-                return POLL_INTERVAL
-        return STEADY_POLL_INTERVAL
+            if src.begin is not None and not src.announced:
+                if read >= src.begin:
+                    return POLL_INTERVAL  # its PlaybackStarted is due within a block
+                ahead = min(ahead, src.begin - read)
+            if src.end is None or src.done.is_set():
+                continue
+            if read < src.end:
+                ahead = min(ahead, src.end - read)
+            elif self._due == math.inf:
+                return POLL_INTERVAL  # read to its end, waiting for its frames to leave
+        return min(STEADY_POLL_INTERVAL,
+                   max(POLL_INTERVAL, ahead / dev.sample_rate - POLL_INTERVAL))
 
     async def _lose_device(self) -> None:
         """The device is gone: close it, wake every waiter; their ``play()`` raise."""
@@ -978,6 +1162,10 @@ class Player:
             await dev.close()
         for src in self._active:
             src.done.set()
+            if src.decoding is not None:
+                # Its play() may be waiting for the source's next bytes, which may never come
+                # (a speaker's source waits for playback to progress): it raises now.
+                src.decoding.cancel()
         self._progress.set()
         self._progress = anyio.Event()
 
@@ -1039,6 +1227,7 @@ class Player:
             return
         now = time.monotonic()
         rate = dev.sample_rate
+        self._due = math.inf
         # 0. A lost device ends everything (see DeviceOutput.fault).
         if self._device_error is None:
             self._device_error = dev.fault(now)
@@ -1082,7 +1271,9 @@ class Player:
             finished_at = dev.device_time(last + 1)
             # Both: PortAudio has taken the silence that pushes the end out of its buffers, and
             # by the clock the last sample has left the device.
-            if dev.frames_out >= last + 1 + margin and now >= finished_at:
+            if now < finished_at:
+                self._due = min(self._due, finished_at)  # play() returns then: be on time
+            elif dev.frames_out >= last + 1 + margin:
                 src.finished_at = finished_at
                 src.done.set()
                 self._active.remove(src)
@@ -1092,8 +1283,11 @@ class Player:
         # 4. Start or restart; stop an idle stream.
         self._measure_burst(dev, now)
         self._maybe_start(now)
-        if dev.running and self._may_stop(dev, now, restart=self._restart_wanted):
+        stop_at = self._stop_at(dev, now, restart=self._restart_wanted) if dev.running else None
+        if stop_at is not None and now >= stop_at:
             self._control_wake.set()
+        elif stop_at is not None:
+            self._due = min(self._due, stop_at)  # a later play() may be waiting for the stop
         self._progress.set()
         self._progress = anyio.Event()
 
@@ -1194,6 +1388,27 @@ def _drain_margin(dev: DeviceOutput) -> int:
     """Output frames to hand to PortAudio after a sample before it may stop: its output
     latency and one block (PortAudio drops the last blocks of a stopped stream)."""
     return round(dev.output_latency * dev.sample_rate) + dev.blocksize
+
+
+async def _close_device(dev: DeviceOutput) -> None:
+    """Close a device that was never used (shielded, bounded by `CLOSE_TIMEOUT`)."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
+        await dev.close()
+
+
+def _collect_garbage_now() -> None:
+    """Run CPython's full garbage collection now, on entering, before any source.
+
+    A full (generation 2) collection holds the GIL for as long as it walks every tracked
+    object: 10–30 ms here in a process with httpx, numpy and opuslib loaded, 40–70 ms with a
+    core busy. CPython starts one after a number of younger collections, i.e. at a moment set by
+    the allocations made so far. Measured in `benchmarks/bench_compare.py`'s runner (fast
+    trace, a core busy): the speculative device open moved it from before the request to the
+    decoding of the first chunk, adding 40–70 ms to every first sound. Run on entering, it is
+    paid before the request is sent, and the next one is tens of thousands of allocations away,
+    well into playback, where the device's buffer (100 ms by default) rides it out.
+    """
+    gc.collect()
 
 
 def _warm_up_backend() -> None:

@@ -294,3 +294,52 @@ def test_losing_the_sound_server_mid_sentence_fails_say_and_a_new_speaker_speaks
     private_pulse: PrivatePulse, backend: str
 ) -> None:
     run_fault_scenario(private_pulse, SPEAKER_CHILD, backend, refused=False)
+
+
+# The child: its source sends 1 s of audio, then waits for more that never comes (a speaker's
+# source waiting for playback to progress, a server that went silent). The loss of the device
+# must end that play() too: it is not waiting for the device, but nothing else would wake it.
+WAITING_SOURCE_CHILD = textwrap.dedent(
+    """
+    import sys, anyio
+    from support.signals import float_wav, tone
+    from streamtts.errors import AudioDeviceError
+    from streamtts.events import PlaybackStarted
+    from streamtts.player import Player
+
+    async def source():
+        yield float_wav(tone(1.0))
+        await anyio.sleep_forever()
+
+    async def main():
+        async with Player(device_latency=0.1) as player:
+            events = player.events()
+            async with anyio.create_task_group() as tg:
+                async def announce():
+                    async for event in events:
+                        if isinstance(event, PlaybackStarted):
+                            print("PLAYING", flush=True)
+                            return
+                tg.start_soon(announce)
+                try:
+                    await player.play(source())
+                    print("FINISHED (the device loss was not noticed)", flush=True)
+                except AudioDeviceError as exc:
+                    print("ERROR", type(exc).__name__, exc, flush=True)
+                tg.cancel_scope.cancel()
+        print("CLOSED", flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.readline)
+        async with Player(device_latency=0.1) as player:
+            result = await player.play(float_wav(tone(0.3)))
+        print("PLAYED", result.frames, flush=True)
+
+    anyio.run(main, backend=BACKEND)
+    """
+)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_losing_the_sound_server_fails_a_play_whose_source_waits_for_bytes(
+    private_pulse: PrivatePulse, backend: str
+) -> None:
+    run_fault_scenario(private_pulse, WAITING_SOURCE_CHILD, backend, refused=False)

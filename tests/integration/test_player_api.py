@@ -36,7 +36,7 @@ async def test_a_player_is_entered_only_once() -> None:
             await player.__aenter__()
 
 
-async def test_an_empty_source_plays_nothing_and_opens_no_device() -> None:
+async def test_an_empty_source_plays_nothing_and_takes_no_device() -> None:
     async with Player() as player:
         result = await player.play(b"")
         assert player.device_output is None
