@@ -6,31 +6,48 @@
    against the queue handoff other players use (``queue.Queue.get_nowait`` of a block, as in
    openai-python's LocalAudioPlayer). Microseconds per block: mean and 99th percentile.
 2. ``device`` (needs a sound server; the PulseAudio null sink here): a 1 s float WAV played by
-   ``Player`` from bytes, per output latency: first-sound latency (``play()`` call to first
-   sample at the device, device open included on the first play, not on later ones), and how
-   long after the last sample's device time ``play()`` returned.
+   ``Player`` (no ``sample_rate``) from bytes, per output latency: first-sound latency
+   (``play()`` call to first sample at the device) of the first play called at once after
+   entering (the speculative device open, begun on entering, is still under way: its rest is
+   included; its probe too, for the first player of the process at that latency), of the later
+   plays (each called as soon as the previous one returned), and of a first play called
+   `ENTRY_LEAD` after entering (a request's time to its first byte is at least that: the
+   device is open by then), median of `FIRST_REPEATS` players; and how long after the last
+   sample's device time ``play()`` returned.
 3. ``cpu_while_playing`` (needs a sound server): the process's CPU time (all threads) while
    `Player` plays a pre-buffered tone steadily, as a percentage of one core, against a bare
    sounddevice stream whose callback only copies from an array (the floor any Python player
    pays: PortAudio's and the sound server client's threads, the callback wrapper). Each
-   measurement runs in a fresh process, alternating, `CPU_REPEATS` times; medians reported.
-   Issue goal: ≤ 1.5 % of one core.
+   measurement runs in a fresh process, alternating, `CPU_REPEATS` times; medians reported,
+   with the CPU and context switches (wake-ups) per second of each kind of thread (the event
+   loop, PortAudio's callback thread, the sound server client's thread; see `_CpuMeter`).
+   ``player_back_to_back_sources``: the same tone as `SENTENCES` sources queued at once.
+   ``--load[=N]`` measures again with N cores (default 1) kept busy by spinning processes, both
+   systems under the same load (``cpu_while_playing_loaded``). Issue goal: ≤ 1.5 % of one core.
 
-Run: ``.venv/bin/python benchmarks/bench_player.py`` (writes ``benchmarks/results/player.json``).
+Run: ``.venv/bin/python benchmarks/bench_player.py [--load[=N]] [--cpu-only]`` (writes
+``benchmarks/results/player.json``; ``--cpu-only`` updates only its CPU sections;
+``--device-only`` prints the device section, and updates only it with ``--write``).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
+import os
 import queue
 import statistics
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import numpy as np
 
 from streamtts.device import DeviceOutput
@@ -41,8 +58,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BLOCK = 480
 RUNS = 20_000  # callbacks timed per case: enough for a stable 99th percentile
 PLAYS = 5  # plays per latency setting
+FIRST_REPEATS = 3  # players per latency setting whose first play comes ENTRY_LEAD after entering
+ENTRY_LEAD = 0.1  # seconds: a fast local server's time to the first byte is of this order
 CPU_SECONDS = 8.0  # audio played per CPU measurement (the first 0.5 s is not counted)
 CPU_REPEATS = 3  # measurements per system, alternating (other load on the machine varies)
+#: The CPU tone also played as this many sources queued back to back (~2.7 s each, a
+#: sentence's length): every source's start and end is a moment the poller must be awake for.
+SENTENCES = 3
 
 
 def _stats(samples: list[float]) -> dict[str, float]:
@@ -137,17 +159,94 @@ async def _plays(latency: float | str) -> dict[str, Any]:
     }
 
 
+async def _first_plays(latency: float | str) -> float:
+    x = (0.3 * np.sin(np.arange(1, 48001) * 2 * np.pi * 300 / 48000)).astype(np.float32)
+    wav = wav_header(48000, 1, sample_format="f32le", frames=len(x)) + x.tobytes()
+    got = []
+    for _ in range(FIRST_REPEATS):
+        async with Player(device_latency=latency) as player:
+            await anyio.sleep(ENTRY_LEAD)
+            result = await player.play(wav)
+            assert result.first_sound_latency is not None
+            got.append(result.first_sound_latency)
+    return round(statistics.median(got) * 1000, 1)
+
+
 def bench_device() -> dict[str, Any]:
     out: dict[str, Any] = {}
     for latency in ("low", 0.04, 0.1, 0.25):
         try:
             out[str(latency)] = anyio.run(_plays, latency)
+            out[str(latency)]["first_sound_ms_first_play_entered_earlier_median"] = anyio.run(
+                _first_plays, latency)
         except Exception as exc:  # no sound server: say so in the results
             return {"skipped": f"{type(exc).__name__}: {exc}"}
     return out
 
 
-def _cpu_bare(x: np.ndarray) -> float:
+def _tids_of_python_threads() -> set[int]:
+    return {t.native_id for t in threading.enumerate() if t.native_id is not None}
+
+
+def _thread_sample() -> dict[int, tuple[str, int, int, int]]:
+    """Per thread of this process: (name, ns on CPU, voluntary, involuntary context switches).
+
+    ``schedstat`` counts on-CPU time in nanoseconds (``stat``'s utime/stime tick at 10 ms, too
+    coarse for a thread using ~1 ms per second); a voluntary switch is a wake-up after a sleep.
+    """
+    out: dict[int, tuple[str, int, int, int]] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            base = f"/proc/self/task/{tid}"
+            name = Path(f"{base}/comm").read_text().strip()
+            ns = int(Path(f"{base}/schedstat").read_text().split()[0])
+            fields = dict(line.split(":", 1) for line in
+                          Path(f"{base}/status").read_text().splitlines() if ":" in line)
+            out[int(tid)] = (name, ns, int(fields["voluntary_ctxt_switches"]),
+                             int(fields["nonvoluntary_ctxt_switches"]))
+        except (OSError, KeyError, ValueError):  # a thread that ended meanwhile
+            continue
+    return out
+
+
+class _CpuMeter:
+    """The process's CPU time over a window, in total and per kind of thread.
+
+    Kinds: ``event_loop`` (the main thread: the player's tasks; the bare stream's sleeping
+    main thread), ``python_threads`` (threads made by ``threading``: anyio's workers),
+    ``pulse_client`` (libpulse's ``threaded-ml`` thread, through ALSA's pulse plugin) and
+    ``portaudio`` (every other thread: PortAudio's callback thread, which runs the callback
+    under the GIL, and its helpers).
+    """
+
+    def start(self) -> None:
+        self._t0, self._c0 = time.monotonic(), time.process_time()
+        self._threads0 = _thread_sample()
+
+    def stop(self) -> dict[str, Any]:
+        t1, c1 = time.monotonic(), time.process_time()
+        threads1 = _thread_sample()
+        elapsed = t1 - self._t0
+        python_tids = _tids_of_python_threads()
+        kinds: dict[str, list[float]] = {}
+        for tid, (name, ns, vol, invol) in threads1.items():
+            _, ns0, vol0, invol0 = self._threads0.get(tid, (name, 0, 0, 0))
+            if tid == os.getpid():
+                kind = "event_loop"
+            elif name == "threaded-ml":
+                kind = "pulse_client"
+            elif tid in python_tids:
+                kind = "python_threads"
+            else:
+                kind = "portaudio"
+            acc = kinds.setdefault(kind, [0.0, 0.0])
+            acc[0] += (ns - ns0) / 1e9 / elapsed
+            acc[1] += (vol - vol0 + invol - invol0) / elapsed
+        return {"cpu": (c1 - self._c0) / elapsed,
+                "threads": {k: {"cpu": v[0], "switches_per_s": v[1]} for k, v in kinds.items()}}
+
+
+def _cpu_bare(x: np.ndarray) -> dict[str, Any]:
     import sounddevice as sd
 
     pos = 0
@@ -159,61 +258,129 @@ def _cpu_bare(x: np.ndarray) -> float:
         out[n:] = 0.0
         pos += n
 
+    meter = _CpuMeter()
     with sd.OutputStream(samplerate=48000, channels=1, dtype="float32", blocksize=BLOCK,
                          latency=0.1, callback=callback):
         time.sleep(0.5)
-        c0, t0 = time.process_time(), time.monotonic()
+        meter.start()
         time.sleep(CPU_SECONDS - 1.0)
-        c1, t1 = time.process_time(), time.monotonic()
-    return (c1 - c0) / (t1 - t0)
+        return meter.stop()
 
 
-async def _cpu_player(x: np.ndarray) -> float:
-    wav = wav_header(48000, 1, sample_format="f32le", frames=len(x)) + x.tobytes()
+async def _cpu_player(x: np.ndarray, sources: int = 1) -> dict[str, Any]:
+    """`Player` playing ``x`` as ``sources`` back-to-back sources, all queued at once."""
+    meter = _CpuMeter()
     async with Player(sample_rate=48000) as player, anyio.create_task_group() as tg:
-        tg.start_soon(player.play, wav)
+        for part in np.array_split(x, sources):
+            wav = wav_header(48000, 1, sample_format="f32le", frames=len(part)) + part.tobytes()
+            tg.start_soon(player.play, wav)
+            await anyio.lowlevel.checkpoint()  # queued in this order
         await anyio.sleep(0.5)
-        c0, t0 = time.process_time(), time.monotonic()
+        meter.start()
         await anyio.sleep(CPU_SECONDS - 1.0)
-        c1, t1 = time.process_time(), time.monotonic()
-    return (c1 - c0) / (t1 - t0)
+        result = meter.stop()
+    return result
 
 
 def _cpu_one(system: str) -> None:
-    """Child process: one measurement, printed as a number (fraction of a core)."""
+    """Child process: one measurement, printed as one JSON line (fractions of a core)."""
     frames = int(48000 * CPU_SECONDS)
     x = (0.3 * np.sin(np.arange(1, frames + 1) * 2 * np.pi * 300 / 48000)).astype(np.float32)
-    print(_cpu_bare(x) if system == "bare" else anyio.run(_cpu_player, x))
+    if system == "bare":
+        result = _cpu_bare(x)
+    else:  # "player", or "sentences": `SENTENCES` sources back to back
+        result = anyio.run(_cpu_player, x, 1 if system == "player" else SENTENCES)
+    print(json.dumps(result))
 
 
-def bench_cpu() -> dict[str, Any]:
-    import subprocess
+def _busy_cores(count: int) -> list[subprocess.Popen[bytes]]:
+    """Processes spinning on the last ``count`` CPUs this process may use (a loaded machine)."""
+    cores = sorted(os.sched_getaffinity(0))[-count:]
+    code = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    pass\n"
+    return [subprocess.Popen([sys.executable, "-c", code, str(core)]) for core in cores]
 
-    got: dict[str, list[float]] = {"bare_sounddevice": [], "player": []}
-    for _ in range(CPU_REPEATS):
-        for name, arg in (("bare_sounddevice", "bare"), ("player", "player")):
-            proc = subprocess.run([sys.executable, __file__, "--cpu-one", arg],
-                                  capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                return {"skipped": proc.stderr.strip().splitlines()[-1:]}
-            got[name].append(100.0 * float(proc.stdout.strip().splitlines()[-1]))
-    out: dict[str, Any] = {
-        name: {"median_pct_of_core": round(statistics.median(v), 2),
-               "runs_pct": [round(r, 2) for r in v]}
-        for name, v in got.items()
-    }
+
+def bench_cpu(*, load: int = 0) -> dict[str, Any]:
+    """CPU while playing, Player against a bare stream (see the module docstring).
+
+    Args:
+        load: Cores kept busy by spinning processes (`_busy_cores`) during every measurement,
+            both systems alike.
+    """
+    systems = (("bare_sounddevice", "bare"), ("player", "player"),
+               ("player_back_to_back_sources", "sentences"))
+    got: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in systems}
+    busy = _busy_cores(load) if load else []
+    try:
+        if busy:
+            time.sleep(0.2)  # let them reach their cores
+        for _ in range(CPU_REPEATS):
+            for name, arg in systems:
+                proc = subprocess.run([sys.executable, __file__, "--cpu-one", arg],
+                                      capture_output=True, text=True, check=False)
+                if proc.returncode != 0:
+                    return {"skipped": proc.stderr.strip().splitlines()[-1:]}
+                got[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    finally:
+        for spinner in busy:
+            spinner.kill()
+            spinner.wait()
+    out: dict[str, Any] = {}
+    for name, runs in got.items():
+        kinds = sorted({k for r in runs for k in r["threads"]})
+        out[name] = {
+            "median_pct_of_core": round(100.0 * statistics.median(r["cpu"] for r in runs), 2),
+            "runs_pct": [round(100.0 * r["cpu"], 2) for r in runs],
+            "threads_median_pct": {
+                k: round(100.0 * statistics.median(
+                    r["threads"].get(k, {}).get("cpu", 0.0) for r in runs), 3)
+                for k in kinds},
+            "threads_median_switches_per_s": {
+                k: round(statistics.median(
+                    r["threads"].get(k, {}).get("switches_per_s", 0.0) for r in runs), 1)
+                for k in kinds},
+        }
     out["player_minus_bare_pct"] = round(
         out["player"]["median_pct_of_core"] - out["bare_sounddevice"]["median_pct_of_core"], 2)
     out["goal_le_1.5_pct_met"] = out["player"]["median_pct_of_core"] <= 1.5
+    if load:
+        out["load"] = f"{load} process(es) spinning, one per core, during every measurement"
     return out
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--cpu-one":
+    if len(sys.argv) == 3 and sys.argv[1] == "--cpu-one":  # one CPU measurement (a subprocess)
         _cpu_one(sys.argv[2])
         return
-    results = {"callback": bench_callback(), "device": bench_device(),
-               "cpu_while_playing": bench_cpu()}
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--device-only", action="store_true",
+                      help="run the device section only and print it")
+    only.add_argument("--cpu-only", action="store_true",
+                      help="run the CPU sections only; keep the others of player.json")
+    parser.add_argument("--write", action="store_true",
+                        help="with --device-only: merge the section into player.json")
+    parser.add_argument("--load", type=int, nargs="?", const=1, default=0, metavar="N",
+                        help="also measure the CPU with N cores kept busy (default 1)")
+    args = parser.parse_args()
+    if args.device_only:
+        device = bench_device()
+        json.dump({"device": device}, sys.stdout, indent=2)
+        print()
+        if args.write:
+            merged = json.loads((RESULTS / "player.json").read_text())
+            merged["device"] = device
+            (RESULTS / "player.json").write_text(json.dumps(merged, indent=2) + "\n")
+        return
+    results: dict[str, Any] = {}
+    if args.cpu_only:  # keep the other sections of an earlier full run
+        with contextlib.suppress(OSError, ValueError):
+            results = json.loads((RESULTS / "player.json").read_text())
+    else:
+        results = {"callback": bench_callback(), "device": bench_device()}
+    results["cpu_while_playing"] = bench_cpu()
+    if args.load:
+        results["cpu_while_playing_loaded"] = bench_cpu(load=args.load)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "player.json").write_text(json.dumps(results, indent=2) + "\n")
     json.dump(results, sys.stdout, indent=2)
