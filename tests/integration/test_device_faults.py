@@ -176,6 +176,11 @@ class Child:
 
 # The child: plays something long, reports the typed error when the server is killed, waits
 # for "again", then plays a short sound with a NEW Player/Speaker. One line per step on stdout.
+# The player's SOURCE is 8 s of audio, or (`WAITING_SOURCE`) 1 s and then a wait for bytes that
+# never come: a speaker's source waiting for playback to progress, a server gone silent. The
+# loss of the device must end that play() too: it waits for its source, not for the device.
+LONG_SOURCE = "float_wav(tone(8.0))"
+WAITING_SOURCE = "waiting_source()"
 PLAYER_CHILD = textwrap.dedent(
     """
     import sys, anyio
@@ -183,6 +188,10 @@ PLAYER_CHILD = textwrap.dedent(
     from streamtts.errors import AudioDeviceError
     from streamtts.events import PlaybackError, PlaybackStarted
     from streamtts.player import Player
+
+    async def waiting_source():
+        yield float_wav(tone(1.0))
+        await anyio.sleep_forever()
 
     async def main():
         async with Player(device_latency=0.1) as player:
@@ -195,7 +204,7 @@ PLAYER_CHILD = textwrap.dedent(
                             return
                 tg.start_soon(announce)
                 try:
-                    await player.play(float_wav(tone(8.0)))
+                    await player.play(SOURCE)
                     print("FINISHED (the device loss was not noticed)", flush=True)
                 except AudioDeviceError as exc:
                     errors = [e.error for e in events.drain() if isinstance(e, PlaybackError)]
@@ -286,7 +295,8 @@ def run_fault_scenario(pulse: PrivatePulse, code: str, backend: str, *, refused:
 def test_losing_the_sound_server_mid_play_raises_a_device_error_and_a_new_player_plays(
     private_pulse: PrivatePulse, backend: str
 ) -> None:
-    run_fault_scenario(private_pulse, PLAYER_CHILD, backend, refused=True)
+    run_fault_scenario(private_pulse, PLAYER_CHILD.replace("SOURCE", LONG_SOURCE), backend,
+                       refused=True)
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
@@ -296,50 +306,9 @@ def test_losing_the_sound_server_mid_sentence_fails_say_and_a_new_speaker_speaks
     run_fault_scenario(private_pulse, SPEAKER_CHILD, backend, refused=False)
 
 
-# The child: its source sends 1 s of audio, then waits for more that never comes (a speaker's
-# source waiting for playback to progress, a server that went silent). The loss of the device
-# must end that play() too: it is not waiting for the device, but nothing else would wake it.
-WAITING_SOURCE_CHILD = textwrap.dedent(
-    """
-    import sys, anyio
-    from support.signals import float_wav, tone
-    from streamtts.errors import AudioDeviceError
-    from streamtts.events import PlaybackStarted
-    from streamtts.player import Player
-
-    async def source():
-        yield float_wav(tone(1.0))
-        await anyio.sleep_forever()
-
-    async def main():
-        async with Player(device_latency=0.1) as player:
-            events = player.events()
-            async with anyio.create_task_group() as tg:
-                async def announce():
-                    async for event in events:
-                        if isinstance(event, PlaybackStarted):
-                            print("PLAYING", flush=True)
-                            return
-                tg.start_soon(announce)
-                try:
-                    await player.play(source())
-                    print("FINISHED (the device loss was not noticed)", flush=True)
-                except AudioDeviceError as exc:
-                    print("ERROR", type(exc).__name__, exc, flush=True)
-                tg.cancel_scope.cancel()
-        print("CLOSED", flush=True)
-        await anyio.to_thread.run_sync(sys.stdin.readline)
-        async with Player(device_latency=0.1) as player:
-            result = await player.play(float_wav(tone(0.3)))
-        print("PLAYED", result.frames, flush=True)
-
-    anyio.run(main, backend=BACKEND)
-    """
-)
-
-
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_losing_the_sound_server_fails_a_play_whose_source_waits_for_bytes(
     private_pulse: PrivatePulse, backend: str
 ) -> None:
-    run_fault_scenario(private_pulse, WAITING_SOURCE_CHILD, backend, refused=False)
+    run_fault_scenario(private_pulse, PLAYER_CHILD.replace("SOURCE", WAITING_SOURCE), backend,
+                       refused=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from support.loopback import accepting
 
 from streamtts.engines import OpenAIEngine
 from streamtts.engines._net import _Protocol, _QuietBackend, _TrioStream, install_quiet_backend
@@ -72,7 +73,6 @@ def keepalive_server(
     listener.settimeout(0.05)
     scheme = "https" if tls else "http"
     server = _Server(f"{scheme}://127.0.0.1:{listener.getsockname()[1]}")
-    stop = threading.Event()
 
     def serve(raw: socket.socket) -> None:
         raw.settimeout(30)
@@ -104,29 +104,12 @@ def keepalive_server(
             conn.close()
             raw.close()
 
-    def accept_loop() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            server.connections += 1
-            t = threading.Thread(target=serve, args=(conn,), daemon=True)
-            server.threads.append(t)
-            t.start()
+    def accept(conn: socket.socket) -> None:
+        server.connections += 1
+        serve(conn)
 
-    acceptor = threading.Thread(target=accept_loop, daemon=True)
-    acceptor.start()
-    try:
+    with accepting(listener, accept, server.threads):
         yield server
-    finally:
-        stop.set()
-        acceptor.join(5)
-        listener.close()
-        for t in server.threads:
-            t.join(10)
 
 
 @pytest.fixture(scope="session")

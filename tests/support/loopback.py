@@ -84,7 +84,6 @@ class _RawServer:
     sock: socket.socket
     url: str = ""
     requests: list[RawRequest] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
 
 
@@ -125,6 +124,39 @@ def _serve_connection(server: _RawServer, conn: socket.socket) -> None:
 
 
 @contextlib.contextmanager
+def accepting(
+    sock: socket.socket, serve: Callable[[socket.socket], None], threads: list[threading.Thread]
+) -> Iterator[None]:
+    """Accept connections on ``sock`` (listening, with a short timeout) while the block runs,
+    each served by ``serve(conn)`` on a thread of its own (appended to ``threads``); then stop
+    accepting, close ``sock`` and join every thread."""
+    stop = threading.Event()
+
+    def accept_loop() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            t = threading.Thread(target=serve, args=(conn,), daemon=True)
+            threads.append(t)
+            t.start()
+
+    acceptor = threading.Thread(target=accept_loop, daemon=True)
+    acceptor.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        acceptor.join(5)
+        sock.close()
+        for t in threads:
+            t.join(10)
+
+
+@contextlib.contextmanager
 def serve_raw(
     handler: Callable[[RawRequest, socket.socket], None],
 ) -> Iterator[_RawServer]:
@@ -137,26 +169,9 @@ def serve_raw(
     sock.settimeout(0.05)
     server = _RawServer(handler, sock, f"http://127.0.0.1:{sock.getsockname()[1]}")
 
-    def accept_loop() -> None:
-        while not server.stop.is_set():
-            try:
-                conn, _ = sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.settimeout(None)
-            t = threading.Thread(target=_serve_connection, args=(server, conn), daemon=True)
-            server.threads.append(t)
-            t.start()
+    def serve(conn: socket.socket) -> None:
+        conn.settimeout(None)
+        _serve_connection(server, conn)
 
-    acceptor = threading.Thread(target=accept_loop, daemon=True)
-    acceptor.start()
-    try:
+    with accepting(sock, serve, server.threads):
         yield server
-    finally:
-        server.stop.set()
-        acceptor.join(5)
-        for t in server.threads:
-            t.join(10)
-        sock.close()
