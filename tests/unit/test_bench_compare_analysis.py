@@ -7,32 +7,15 @@ synthetic recordings whose damage is known exactly.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import numpy as np
 import numpy.typing as npt
 import pytest
+from support.benchscripts import load_benchmark
 
 from streamtts.wav import wav_header
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load("bench_compare_under_test", BENCHMARKS / "bench_compare.py")
-common = _load("bench_peers_common_under_test", BENCHMARKS / "peers" / "common.py")
+bench = load_benchmark("bench_compare_under_test", "bench_compare.py")
+common = load_benchmark("bench_peers_common_under_test", "peers/common.py")
 RATE: int = bench.RATE
 
 

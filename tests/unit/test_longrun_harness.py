@@ -10,30 +10,15 @@ data whose answer is known.
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+from support.benchscripts import load_benchmark
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-soak = _load("soak_under_test", BENCHMARKS / "soak.py")
-longrun = _load("bench_longrun_under_test", BENCHMARKS / "bench_longrun.py")
+soak = load_benchmark("soak_under_test", "soak.py")
+longrun = load_benchmark("bench_longrun_under_test", "bench_longrun.py")
 BLOCK: int = soak.BLOCK
 PER_S = 48000 / BLOCK  # peaks per second
 
